@@ -1,0 +1,413 @@
+//! One typed event per observable happening. Each `emit` writes the log
+//! line and updates the metric together, so logs and dashboards never
+//! disagree and call sites stay one line long.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::{debug, error, info, warn};
+
+use crate::journal::CommitOutcome;
+use crate::model::StreamId;
+use crate::telemetry::METRICS;
+
+pub trait InternalEvent {
+    fn emit(self);
+}
+
+/// A response (or a transport failure: status 0) from a source API.
+pub struct SourceRequestCompleted<'a> {
+    pub stream: &'a StreamId,
+    pub status: u16,
+    pub elapsed: Duration,
+}
+
+impl InternalEvent for SourceRequestCompleted<'_> {
+    fn emit(self) {
+        debug!(stream = %self.stream, status = self.status, elapsed_ms = self.elapsed.as_millis() as u64, "source request");
+        let [s, t, st] = self.stream.labels();
+        METRICS
+            .source_requests_total
+            .with_label_values(&[s, t, st, &self.status.to_string()])
+            .inc();
+        METRICS
+            .source_request_duration_seconds
+            .with_label_values(&[s, t, st])
+            .observe(self.elapsed.as_secs_f64());
+    }
+}
+
+/// The source answered 429 (or 503 with Retry-After).
+pub struct RateLimitHit<'a> {
+    pub source: &'a str,
+    pub tenant: &'a str,
+    pub group: &'a str,
+    pub retry_after: Option<Duration>,
+}
+
+impl InternalEvent for RateLimitHit<'_> {
+    fn emit(self) {
+        warn!(
+            source = self.source,
+            tenant = self.tenant,
+            group = self.group,
+            retry_after_s = self.retry_after.map(|d| d.as_secs_f64()),
+            "rate limited by source; holding every request of this group until the penalty passes"
+        );
+        METRICS
+            .source_rate_limit_hits_total
+            .with_label_values(&[self.source, self.tenant, self.group])
+            .inc();
+    }
+}
+
+/// Time spent waiting for a rate budget or penalty before sending.
+pub struct RateLimitWaited<'a> {
+    pub source: &'a str,
+    pub tenant: &'a str,
+    pub group: &'a str,
+    pub waited: Duration,
+}
+
+impl InternalEvent for RateLimitWaited<'_> {
+    fn emit(self) {
+        if self.waited >= Duration::from_secs(5) {
+            info!(
+                source = self.source,
+                tenant = self.tenant,
+                group = self.group,
+                waited_s = self.waited.as_secs_f64(),
+                "waited for rate budget"
+            );
+        }
+        METRICS
+            .source_rate_limit_wait_seconds_total
+            .with_label_values(&[self.source, self.tenant, self.group])
+            .inc_by(self.waited.as_secs_f64());
+    }
+}
+
+/// A source login / token refresh.
+pub struct AuthCompleted<'a> {
+    pub source: &'a str,
+    pub tenant: &'a str,
+    pub how: &'a str,
+    /// None = success; Some(reason) = failure (never contains a secret).
+    pub failure: Option<&'a str>,
+}
+
+impl InternalEvent for AuthCompleted<'_> {
+    fn emit(self) {
+        let outcome = match self.failure {
+            None => {
+                debug!(
+                    source = self.source,
+                    tenant = self.tenant,
+                    how = self.how,
+                    "authenticated"
+                );
+                "success"
+            }
+            Some(reason) => {
+                error!(
+                    source = self.source,
+                    tenant = self.tenant,
+                    how = self.how,
+                    reason,
+                    "authentication failed"
+                );
+                "failure"
+            }
+        };
+        METRICS
+            .auth_refresh_total
+            .with_label_values(&[self.source, self.tenant, outcome])
+            .inc();
+    }
+}
+
+/// A page and its checkpoint reached the journal.
+pub struct PageCommitted<'a> {
+    pub stream: &'a StreamId,
+    pub fetched: usize,
+    pub outcome: CommitOutcome,
+}
+
+impl InternalEvent for PageCommitted<'_> {
+    fn emit(self) {
+        debug!(stream = %self.stream, fetched = self.fetched, stored = self.outcome.inserted,
+               duplicates = self.outcome.duplicates, rejected = self.outcome.rejected, "page committed");
+        let l = self.stream.labels();
+        METRICS
+            .source_events_total
+            .with_label_values(&l)
+            .inc_by(self.fetched as u64);
+        METRICS
+            .journal_events_stored_total
+            .with_label_values(&l)
+            .inc_by(self.outcome.inserted);
+        METRICS
+            .journal_duplicates_total
+            .with_label_values(&l)
+            .inc_by(self.outcome.duplicates);
+        METRICS
+            .source_rejected_records_total
+            .with_label_values(&l)
+            .inc_by(self.outcome.rejected);
+        METRICS
+            .source_last_success_timestamp_seconds
+            .with_label_values(&l)
+            .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+    }
+}
+
+/// A malformed record was dead-lettered by the source.
+pub struct RecordRejected<'a> {
+    pub stream: &'a StreamId,
+    pub location: &'a str,
+    pub reason: &'a str,
+}
+
+impl InternalEvent for RecordRejected<'_> {
+    fn emit(self) {
+        warn!(stream = %self.stream, location = self.location, reason = self.reason, "malformed source record dead-lettered");
+    }
+}
+
+/// Where a stream stands after a window.
+pub struct StreamProgress<'a> {
+    pub stream: &'a StreamId,
+    pub watermark: DateTime<Utc>,
+    /// Seconds before unread records can fall off; None = no known horizon.
+    pub headroom: Option<f64>,
+    pub saturated: bool,
+}
+
+impl InternalEvent for StreamProgress<'_> {
+    fn emit(self) {
+        let l = self.stream.labels();
+        let lag = (Utc::now() - self.watermark).num_milliseconds().max(0) as f64 / 1000.0;
+        METRICS.source_lag_seconds.with_label_values(&l).set(lag);
+        if let Some(h) = self.headroom {
+            METRICS
+                .source_horizon_headroom_seconds
+                .with_label_values(&l)
+                .set(h);
+        }
+        METRICS
+            .source_window_saturated
+            .with_label_values(&l)
+            .set(i64::from(self.saturated));
+    }
+}
+
+/// A window fetch failed; the worker retries later.
+pub struct StreamFetchFailed<'a> {
+    pub stream: &'a StreamId,
+    pub class: &'a str,
+    pub error: &'a str,
+    pub retry_in: Duration,
+}
+
+impl InternalEvent for StreamFetchFailed<'_> {
+    fn emit(self) {
+        warn!(stream = %self.stream, class = self.class, error = self.error, retry_in_s = self.retry_in.as_secs_f64(), "fetch failed; will retry");
+        let [s, t, st] = self.stream.labels();
+        METRICS
+            .source_errors_total
+            .with_label_values(&[s, t, st, self.class])
+            .inc();
+    }
+}
+
+/// Records between `from` and `to` fell out of the source's retention
+/// before they were read: they are lost for good.
+pub struct HorizonGap<'a> {
+    pub stream: &'a StreamId,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl InternalEvent for HorizonGap<'_> {
+    fn emit(self) {
+        error!(stream = %self.stream, lost_from = %self.from, lost_to = %self.to,
+               "watermark is older than the source's retention horizon: records in this interval can no longer be read");
+        METRICS
+            .source_gaps_total
+            .with_label_values(&self.stream.labels())
+            .inc();
+    }
+}
+
+/// A window reached the source's record cap: older records may have been
+/// evicted before they were read.
+pub struct WindowSaturated<'a> {
+    pub stream: &'a StreamId,
+    pub total_found: u64,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl InternalEvent for WindowSaturated<'_> {
+    fn emit(self) {
+        error!(stream = %self.stream, total_found = self.total_found, from = %self.from, to = %self.to,
+               "window hit the source's record cap: records may have fallen off; shrinking the window");
+        METRICS
+            .source_window_saturated
+            .with_label_values(&self.stream.labels())
+            .set(1);
+    }
+}
+
+/// The journal refused a write because it reached its size limit.
+pub struct JournalFull<'a> {
+    pub journal: &'a str,
+    pub full: bool,
+}
+
+impl InternalEvent for JournalFull<'_> {
+    fn emit(self) {
+        if self.full {
+            error!(
+                journal = self.journal,
+                "journal is full: pulling paused, checkpoints unchanged"
+            );
+        } else {
+            info!(
+                journal = self.journal,
+                "journal has room again: pulling resumes"
+            );
+        }
+        METRICS
+            .journal_full
+            .with_label_values(&[self.journal])
+            .set(i64::from(self.full));
+    }
+}
+
+/// A sink confirmed a batch.
+pub struct SinkBatchDelivered<'a> {
+    pub sink: &'a str,
+    pub delivered: u64,
+    pub dead: u64,
+    pub elapsed: Duration,
+}
+
+impl InternalEvent for SinkBatchDelivered<'_> {
+    fn emit(self) {
+        debug!(
+            sink = self.sink,
+            delivered = self.delivered,
+            dead = self.dead,
+            elapsed_ms = self.elapsed.as_millis() as u64,
+            "batch delivered"
+        );
+        METRICS
+            .sink_events_total
+            .with_label_values(&[self.sink, "delivered"])
+            .inc_by(self.delivered);
+        METRICS
+            .sink_events_total
+            .with_label_values(&[self.sink, "dead_lettered"])
+            .inc_by(self.dead);
+        METRICS
+            .sink_request_duration_seconds
+            .with_label_values(&[self.sink])
+            .observe(self.elapsed.as_secs_f64());
+    }
+}
+
+/// A sink dead-lettered one event.
+pub struct EventDeadLettered<'a> {
+    pub sink: &'a str,
+    pub key: &'a str,
+    pub reason: &'a str,
+    /// Short machine reason for the metric label (`invalid_event`, `too_large`...).
+    pub code: &'a str,
+}
+
+impl InternalEvent for EventDeadLettered<'_> {
+    fn emit(self) {
+        warn!(
+            sink = self.sink,
+            event_key = self.key,
+            reason = self.reason,
+            "event dead-lettered"
+        );
+        METRICS
+            .dead_letters_total
+            .with_label_values(&[self.sink, self.code])
+            .inc();
+    }
+}
+
+/// A delivery attempt failed and will be retried.
+pub struct SinkDeliveryFailed<'a> {
+    pub sink: &'a str,
+    pub code: &'a str,
+    pub error: &'a str,
+    pub retry_in: Duration,
+}
+
+impl InternalEvent for SinkDeliveryFailed<'_> {
+    fn emit(self) {
+        warn!(
+            sink = self.sink,
+            code = self.code,
+            error = self.error,
+            retry_in_s = self.retry_in.as_secs_f64(),
+            "delivery failed; will retry"
+        );
+        METRICS
+            .sink_errors_total
+            .with_label_values(&[self.sink, self.code])
+            .inc();
+    }
+}
+
+/// A sink stopped on a credential or configuration error, or came back.
+pub struct SinkHaltChanged<'a> {
+    pub sink: &'a str,
+    pub reason: Option<&'a str>,
+}
+
+impl InternalEvent for SinkHaltChanged<'_> {
+    fn emit(self) {
+        match self.reason {
+            Some(r) => error!(
+                sink = self.sink,
+                reason = r,
+                "sink halted: sources keep pulling into the journal; retrying slowly"
+            ),
+            None => info!(sink = self.sink, "sink recovered"),
+        }
+        METRICS
+            .sink_halted
+            .with_label_values(&[self.sink])
+            .set(i64::from(self.reason.is_some()));
+    }
+}
+
+/// The sink's backlog, after each batch and on every idle tick.
+pub struct SinkBacklog<'a> {
+    pub sink: &'a str,
+    pub depth: u64,
+    pub oldest_pending: Option<DateTime<Utc>>,
+}
+
+impl InternalEvent for SinkBacklog<'_> {
+    fn emit(self) {
+        METRICS
+            .journal_depth_events
+            .with_label_values(&[self.sink])
+            .set(self.depth as i64);
+        let lag = self
+            .oldest_pending
+            .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        METRICS
+            .sink_lag_seconds
+            .with_label_values(&[self.sink])
+            .set(lag);
+    }
+}
