@@ -11,6 +11,7 @@ pub mod config;
 pub mod internal_events;
 pub mod journal;
 pub mod model;
+pub mod net;
 pub mod pipeline;
 pub mod sim;
 pub mod sinks;

@@ -6,8 +6,6 @@
 //! stream owns everything vendor-specific: auth, rate budget, paging,
 //! retries of transient failures, normalisation to `AuditEvent`.
 
-pub mod http;
-pub mod rate;
 pub mod ringcentral;
 
 use std::sync::Arc;
