@@ -6,6 +6,7 @@
 //! Each simulator is an axum router over its own state; `serve` binds it
 //! on loopback and returns a handle.
 
+pub mod hec;
 pub mod limiter;
 
 use std::net::SocketAddr;
