@@ -411,3 +411,166 @@ impl InternalEvent for SinkBacklog<'_> {
             .set(lag);
     }
 }
+
+/// One answer from Splunk HEC (status 0 = no answer).
+pub struct HecRequestCompleted<'a> {
+    pub sink: &'a str,
+    pub status: u16,
+    pub code: Option<i64>,
+    pub elapsed: Duration,
+}
+
+impl InternalEvent for HecRequestCompleted<'_> {
+    fn emit(self) {
+        debug!(
+            sink = self.sink,
+            status = self.status,
+            hec_code = self.code,
+            elapsed_ms = self.elapsed.as_millis() as u64,
+            "HEC request"
+        );
+        if self.status != 200 {
+            let reason = match self.code {
+                Some(9) => "busy",
+                Some(8) => "server_error",
+                _ if self.status == 413 => "too_large",
+                _ if self.status == 429 => "throttled",
+                _ if self.status == 0 => "transport",
+                _ if self.status >= 500 => "server_error",
+                _ => "rejected",
+            };
+            METRICS
+                .sink_retries_total
+                .with_label_values(&[self.sink, reason])
+                .inc();
+        }
+    }
+}
+
+/// Splunk HEC ackIds sent and not yet confirmed.
+pub struct HecAcksPending<'a> {
+    pub sink: &'a str,
+    pub pending: usize,
+}
+
+impl InternalEvent for HecAcksPending<'_> {
+    fn emit(self) {
+        METRICS
+            .splunk_pending_acks
+            .with_label_values(&[self.sink])
+            .set(self.pending as i64);
+    }
+}
+
+/// An ack never read true within `ack_timeout` (or its channel vanished,
+/// or acks were switched off): the events are sent again.
+pub struct HecAckTimedOut<'a> {
+    pub sink: &'a str,
+    pub ack_id: u64,
+    pub first: u64,
+    pub last: u64,
+    pub outcome: &'a str,
+}
+
+impl InternalEvent for HecAckTimedOut<'_> {
+    fn emit(self) {
+        warn!(
+            sink = self.sink,
+            ack_id = self.ack_id,
+            first_seq = self.first,
+            last_seq = self.last,
+            outcome = self.outcome,
+            "HEC ack not confirmed; the events are sent again (duplicates carry the same fields.event_id)"
+        );
+        METRICS
+            .sink_retries_total
+            .with_label_values(&[self.sink, self.outcome])
+            .inc();
+    }
+}
+
+/// An ack poll failed; the next poll tries again.
+pub struct HecPollFailed<'a> {
+    pub sink: &'a str,
+    pub error: &'a str,
+}
+
+impl InternalEvent for HecPollFailed<'_> {
+    fn emit(self) {
+        warn!(sink = self.sink, error = self.error, "HEC ack poll failed");
+        METRICS
+            .sink_errors_total
+            .with_label_values(&[self.sink, "ack_poll"])
+            .inc();
+    }
+}
+
+/// `ack = "auto"` found the token without indexer acknowledgement.
+pub struct HecAckFallback<'a> {
+    pub sink: &'a str,
+    pub reason: &'a str,
+}
+
+impl InternalEvent for HecAckFallback<'_> {
+    fn emit(self) {
+        warn!(
+            sink = self.sink,
+            reason = self.reason,
+            "indexer acknowledgement unavailable: falling back to plain delivery (a 200 counts as delivered)"
+        );
+    }
+}
+
+/// Acks left pending by a previous process were loaded from the journal.
+pub struct HecAcksRecovered<'a> {
+    pub sink: &'a str,
+    pub count: usize,
+}
+
+impl InternalEvent for HecAcksRecovered<'_> {
+    fn emit(self) {
+        info!(
+            sink = self.sink,
+            pending = self.count,
+            "recovered pending HEC acks of the previous run; querying them before resending"
+        );
+    }
+}
+
+/// A HEC request was split (413, or to isolate a poison event).
+pub struct HecBatchSplit<'a> {
+    pub sink: &'a str,
+    pub reason: &'a str,
+    pub events: usize,
+}
+
+impl InternalEvent for HecBatchSplit<'_> {
+    fn emit(self) {
+        info!(
+            sink = self.sink,
+            reason = self.reason,
+            events = self.events,
+            "splitting HEC request"
+        );
+        METRICS
+            .sink_retries_total
+            .with_label_values(&[self.sink, self.reason])
+            .inc();
+    }
+}
+
+/// TLS verification is off for a sink.
+pub struct HecInsecureTls<'a> {
+    pub sink: &'a str,
+    pub endpoint: &'a str,
+}
+
+impl InternalEvent for HecInsecureTls<'_> {
+    fn emit(self) {
+        error!(
+            sink = self.sink,
+            endpoint = self.endpoint,
+            "insecure_skip_verify = true: the HEC server's TLS certificate is NOT verified; anyone on the path can read the audit events and the token. Use tls_ca_file instead."
+        );
+    }
+}

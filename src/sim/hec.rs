@@ -367,9 +367,10 @@ struct CollectorQuery {
 }
 
 /// Token from `Authorization: Splunk <token>`, checked.
-fn authorize(state: &State, headers: &HeaderMap) -> Result<TokenConfig, Response> {
+/// Err = the HEC code of the refusal.
+fn authorize(state: &State, headers: &HeaderMap) -> Result<TokenConfig, i64> {
     let Some(value) = headers.get("authorization") else {
-        return Err(hec_error(2, None));
+        return Err(2);
     };
     let Some(token) = value
         .to_str()
@@ -378,11 +379,11 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<TokenConfig, Response
         .map(str::trim)
         .filter(|t| !t.is_empty())
     else {
-        return Err(hec_error(3, None));
+        return Err(3);
     };
     match lock(&state.tokens).get(token) {
-        None => Err(hec_error(4, None)),
-        Some(t) if t.disabled => Err(hec_error(1, None)),
+        None => Err(4),
+        Some(t) if t.disabled => Err(1),
         Some(t) => Ok(t.clone()),
     }
 }
@@ -392,16 +393,16 @@ fn channel_of(
     headers: &HeaderMap,
     q: &CollectorQuery,
     required: bool,
-) -> Result<Option<String>, Response> {
+) -> Result<Option<String>, i64> {
     let given = headers
         .get("x-splunk-request-channel")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or_else(|| q.channel.clone());
     match given {
-        None if required => Err(hec_error(10, None)),
+        None if required => Err(10),
         None => Ok(None),
-        Some(c) if uuid::Uuid::parse_str(c.trim()).is_err() => Err(hec_error(11, None)),
+        Some(c) if uuid::Uuid::parse_str(c.trim()).is_err() => Err(11),
         Some(c) => Ok(Some(c.trim().to_ascii_lowercase())),
     }
 }
@@ -431,7 +432,10 @@ async fn prelude(
     }
     let token = match authorize(state, headers) {
         Ok(t) => t,
-        Err(r) => return Prelude::Answer(r),
+        Err(code) => {
+            state.count_error(code);
+            return Prelude::Answer(hec_error(code, None));
+        }
     };
     let busy = lock(&state.faults)
         .busy_until
@@ -448,13 +452,9 @@ async fn prelude(
     }
     let channel = match channel_of(headers, q, token.use_ack || raw) {
         Ok(c) => c,
-        Err(r) => {
-            state.count_error(if headers.contains_key("x-splunk-request-channel") {
-                11
-            } else {
-                10
-            });
-            return Prelude::Answer(r);
+        Err(code) => {
+            state.count_error(code);
+            return Prelude::Answer(hec_error(code, None));
         }
     };
     let max = lock(&state.faults).max_content_length;
@@ -610,7 +610,7 @@ fn issue_ack(
     state: &State,
     token: &TokenConfig,
     channel: Option<&str>,
-) -> Result<Option<(u64, bool)>, Response> {
+) -> Result<Option<(u64, bool)>, i64> {
     let (true, Some(channel)) = (token.use_ack, channel) else {
         return Ok(None);
     };
@@ -626,12 +626,12 @@ fn issue_ack(
     let mut channels = lock(&state.channels);
     if !channels.contains_key(channel) && channels.len() >= state.cfg.max_channels {
         state.count_error(9);
-        return Err(hec_error(9, None));
+        return Err(9);
     }
     let ch = channels.entry(channel.to_string()).or_default();
     if ch.pending.len() >= state.cfg.max_pending_acks_per_channel {
         state.count_error(9);
-        return Err(hec_error(9, None));
+        return Err(9);
     }
     let id = ch.next_ack;
     ch.next_ack += 1;
@@ -656,7 +656,7 @@ fn accept(
 ) -> Response {
     let ack = match issue_ack(state, token, channel.as_deref()) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(code) => return hec_error(code, None),
     };
     if let Some((_, true)) = ack {
         lock(&state.lost_ack_event_ids).extend(
@@ -776,7 +776,10 @@ async fn ack(
     lock(&state.counters).ack_requests += 1;
     let token = match authorize(&state, &headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(code) => {
+            state.count_error(code);
+            return hec_error(code, None);
+        }
     };
     if !token.use_ack {
         state.count_error(14);
@@ -785,7 +788,7 @@ async fn ack(
     let channel = match channel_of(&headers, &q, true) {
         Ok(Some(c)) => c,
         Ok(None) => return hec_error(10, None),
-        Err(r) => return r,
+        Err(code) => return hec_error(code, None),
     };
     let Ok(req) = serde_json::from_slice::<AckRequest>(&body) else {
         state.count_error(6);
