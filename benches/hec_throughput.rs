@@ -1,0 +1,197 @@
+//! Journal → Splunk HEC throughput: events/s and peak RSS for N events
+//! (default 1,000,000; first numeric argument or HEC_BENCH_EVENTS) from a
+//! pre-filled journal to the in-process HEC simulator, with indexer
+//! acknowledgement on.
+//!
+//! `cargo bench --bench hec_throughput [-- N]`
+//!
+//! The simulator runs in the same process (it counts, it does not keep the
+//! events), so the RSS figure covers trailkeep's sink and the simulator
+//! together, and both share this machine's cores.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use trailkeep::config::Config;
+use trailkeep::journal::{Checkpoint, Journal};
+use trailkeep::model::{Actor, AuditEvent, Change, EventKind, StreamId, Target};
+use trailkeep::sim::hec;
+use trailkeep::sinks::worker::WorkerOptions;
+use trailkeep::sinks::SinkWorker;
+use trailkeep::telemetry::Health;
+
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Resets VmHWM to the current RSS (Linux: write 5 to clear_refs).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn event(i: u64) -> AuditEvent {
+    let base = Utc.timestamp_millis_opt(1_717_200_000_000).single().expect("time");
+    let native = format!("{i:010}");
+    AuditEvent {
+        key: trailkeep::model::event_key("ringcentral", "acme", &native),
+        source: "ringcentral".into(),
+        tenant: "acme".into(),
+        stream: "audit-trail".into(),
+        time: base + chrono::Duration::milliseconds(i as i64 * 37),
+        ingested_at: Utc::now(),
+        action: "USER_UPDATE".into(),
+        action_label: Some("Changed user settings".into()),
+        kind: EventKind::Update,
+        actor: Actor {
+            id: Some(format!("{}", 1000 + i % 97)),
+            name: Some(format!("Admin {}", i % 97)),
+            email: Some(format!("admin{}@example.com", i % 97)),
+            role: Some("Super Admin".into()),
+        },
+        target: Target {
+            id: Some(format!("{}", 50_000 + i)),
+            name: Some(format!("User {i}")),
+            kind: Some("User".into()),
+            extension: Some(format!("{}", 100 + i % 900)),
+        },
+        changes: vec![Change {
+            field: "status".into(),
+            old: Some("Enabled".into()),
+            new: Some("Disabled".into()),
+        }],
+        client_ip: Some(format!("10.0.{}.{}", i % 256, (i / 256) % 256)),
+        raw: json!({"id": native, "eventType": "update", "accountId": "37439510",
+                    "details": {"parameters": [{"key": "status", "value": "Disabled"}]}}),
+    }
+}
+
+struct Row {
+    label: String,
+    events: u64,
+    secs: f64,
+    peak_rss_mb: f64,
+    requests: u64,
+    ack_polls: u64,
+}
+
+async fn run(journal: &Journal, name: &str, extra: &str, n: u64, dir: &std::path::Path) -> Row {
+    let (sim, handle) = hec::start(hec::Config {
+        store_events: false,
+        ..hec::Config::default()
+    })
+    .await
+    .expect("simulator");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "sim-hec-token").expect("token");
+    let text = format!(
+        "[journal]\npath = \"{}\"\n[[sinks]]\nkind = \"splunk_hec\"\nname = \"{name}\"\nendpoint = \"{}\"\ntoken = {{ file = \"{}\" }}\n{extra}\n",
+        journal.path().display(),
+        handle.url(),
+        token_file.display()
+    );
+    let cfg = Config::from_toml_str(&text).expect("config");
+    let mut issues = Vec::new();
+    let sink = trailkeep::sinks::build(&cfg.sinks[0], &mut issues)
+        .await
+        .expect("sink");
+    reset_peak();
+    let stop = CancellationToken::new();
+    let worker = SinkWorker::new(
+        sink,
+        journal.clone(),
+        Arc::new(Health::new()),
+        WorkerOptions::default(),
+    );
+    let started = Instant::now();
+    let task = tokio::spawn(worker.run(stop.clone()));
+    loop {
+        if journal.sink_cursor(name).expect("cursor") >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let peak = status_kb("VmHWM:") as f64 / 1024.0;
+    stop.cancel();
+    let _ = task.await;
+    let c = sim.counters();
+    assert_eq!(c.events_indexed, n, "every event indexed once");
+    Row {
+        label: name.to_string(),
+        events: n,
+        secs,
+        peak_rss_mb: peak,
+        requests: c.event_requests,
+        ack_polls: c.ack_requests,
+    }
+}
+
+fn main() {
+    let n: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .or_else(|| std::env::var("HEC_BENCH_EVENTS").ok()?.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tmp");
+    let journal = Journal::open(&dir.path().join("bench.db"), None).expect("journal");
+    let fill_start = Instant::now();
+    let id = StreamId::new("ringcentral", "acme", "audit-trail");
+    let mut i = 0;
+    while i < n {
+        let page: Vec<AuditEvent> = (i..(i + 1_000).min(n)).map(event).collect();
+        journal
+            .commit_page(&id, &page, &[], &Checkpoint::default())
+            .expect("commit");
+        i += page.len() as u64;
+    }
+    let payload = journal
+        .read_after(0, 1, usize::MAX)
+        .expect("read")
+        .first()
+        .map_or(0, |r| r.payload.len());
+    println!(
+        "filled journal with {n} events ({payload} bytes of canonical JSON each) in {:.1}s",
+        fill_start.elapsed().as_secs_f64()
+    );
+    let variants = [
+        ("hec-gzip-ack", "compression = \"gzip\"\nack = \"on\""),
+        ("hec-plain-ack", "compression = \"none\"\nack = \"on\""),
+    ];
+    let mut rows = Vec::new();
+    for (name, extra) in variants {
+        rows.push(rt.block_on(run(&journal, name, extra, n, dir.path())));
+    }
+    println!();
+    println!(
+        "| sink (defaults: max_events 1000, max_bytes 1 MB, max_in_flight 16, ack poll 250 ms; sim indexing delay 50 ms) | events | seconds | events/s | peak RSS MB | HEC requests | ack polls |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {:.2} | {:.0} | {:.1} | {} | {} |",
+            r.label,
+            r.events,
+            r.secs,
+            r.events as f64 / r.secs,
+            r.peak_rss_mb,
+            r.requests,
+            r.ack_polls
+        );
+    }
+}
