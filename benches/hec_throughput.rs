@@ -42,7 +42,10 @@ fn reset_peak() {
 }
 
 fn event(i: u64) -> AuditEvent {
-    let base = Utc.timestamp_millis_opt(1_717_200_000_000).single().expect("time");
+    let base = Utc
+        .timestamp_millis_opt(1_717_200_000_000)
+        .single()
+        .expect("time");
     let native = format!("{i:010}");
     AuditEvent {
         key: trailkeep::model::event_key("ringcentral", "acme", &native),

@@ -44,6 +44,10 @@ pub enum AckOutcome {
 pub struct SavedAck {
     pub first: u64,
     pub last: u64,
+    /// Events the request carried (its seqs are those of the range minus
+    /// any dead-lettered before sending).
+    #[serde(default)]
+    pub count: usize,
     /// When the request was sent (Unix ms), for the timeout after a restart.
     pub sent_ms: i64,
 }
@@ -51,6 +55,7 @@ pub struct SavedAck {
 struct Entry {
     first: u64,
     last: u64,
+    count: usize,
     deadline: Instant,
     waiters: Vec<oneshot::Sender<AckOutcome>>,
 }
@@ -59,9 +64,9 @@ struct Entry {
 struct Inner {
     /// (channel, ackId) → pending ack.
     pending: HashMap<(String, u64), Entry>,
-    /// Seq ranges confirmed but not yet committed by the worker
-    /// (first → last), so a retried batch is not sent again.
-    confirmed: BTreeMap<u64, u64>,
+    /// Requests confirmed but not yet committed by the worker
+    /// (first seq → (last seq, count)), so a retried batch is not sent again.
+    confirmed: BTreeMap<u64, (u64, usize)>,
 }
 
 /// A range already handled, or an ack to wait for.
@@ -167,6 +172,7 @@ impl Acks {
                     Entry {
                         first: s.first,
                         last: s.last,
+                        count: s.count,
                         deadline: now + self.ack_timeout.saturating_sub(age),
                         waiters: Vec::new(),
                     },
@@ -188,12 +194,16 @@ impl Acks {
         self: &Arc<Self>,
         channel: &str,
         ack_id: u64,
-        first: u64,
-        last: u64,
+        seqs: &[u64],
     ) -> Result<oneshot::Receiver<AckOutcome>, String> {
+        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+            return Err("an ack for an empty request".into());
+        };
+        let count = seqs.len();
         let saved = SavedAck {
             first,
             last,
+            count,
             sent_ms: Utc::now().timestamp_millis(),
         };
         let (sink, key) = (self.sink.clone(), state_key(channel, ack_id));
@@ -209,6 +219,7 @@ impl Acks {
             Entry {
                 first,
                 last,
+                count,
                 deadline: Instant::now() + self.ack_timeout,
                 waiters: vec![tx],
             },
@@ -219,25 +230,31 @@ impl Acks {
         Ok(rx)
     }
 
-    /// Whether an ack (pending, recovered, or confirmed since) already
-    /// covers the seq range `first..=last`.
-    pub fn covering(&self, first: u64, last: u64) -> Option<Covered> {
+    /// Whether an earlier request (pending, recovered from a previous
+    /// process, or confirmed since) carried exactly the first `k` events
+    /// of `seqs` (ascending). Returns `k` and what to do about them.
+    pub fn covering(&self, seqs: &[u64]) -> Option<(usize, Covered)> {
+        let first = *seqs.first()?;
+        let prefix = |last: u64, count: usize| {
+            let k = seqs.partition_point(|s| *s <= last);
+            (k == count).then_some(k)
+        };
         let mut inner = self.lock();
-        if inner
+        if let Some(k) = inner
             .confirmed
-            .range(..=first)
-            .next_back()
-            .is_some_and(|(_, l)| *l >= last)
+            .get(&first)
+            .and_then(|(last, count)| prefix(*last, *count))
         {
-            return Some(Covered::Confirmed);
+            return Some((k, Covered::Confirmed));
         }
-        let entry = inner
+        let (k, entry) = inner
             .pending
             .values_mut()
-            .find(|e| e.first <= first && last <= e.last)?;
+            .filter(|e| e.first == first)
+            .find_map(|e| prefix(e.last, e.count).map(|k| (k, e)))?;
         let (tx, rx) = oneshot::channel();
         entry.waiters.push(tx);
-        Some(Covered::Pending(rx))
+        Some((k, Covered::Pending(rx)))
     }
 
     /// Forgets confirmed ranges inside a batch the worker now commits.
@@ -246,7 +263,7 @@ impl Acks {
         let done: Vec<u64> = inner
             .confirmed
             .range(first..=last)
-            .filter(|(_, l)| **l <= last)
+            .filter(|(_, (l, _))| *l <= last)
             .map(|(f, _)| *f)
             .collect();
         for f in done {
@@ -283,17 +300,14 @@ impl Acks {
             for (key, outcome) in done {
                 if let Some(e) = inner.pending.remove(&key) {
                     if outcome == AckOutcome::Indexed {
-                        inner.confirmed.insert(e.first, e.last);
-                    } else {
+                        inner.confirmed.insert(e.first, (e.last, e.count));
+                    } else if outcome == AckOutcome::Lost {
                         HecAckTimedOut {
                             sink: &self.sink,
                             ack_id: key.1,
                             first: e.first,
                             last: e.last,
-                            outcome: match outcome {
-                                AckOutcome::Disabled => "ack_disabled",
-                                _ => "ack_lost",
-                            },
+                            outcome: "ack_lost",
                         }
                         .emit();
                     }

@@ -476,21 +476,24 @@ impl HecSink {
         queue: &mut VecDeque<Vec<usize>>,
         dead: &mut Vec<SinkDeadLetter>,
     ) -> Result<(), SinkError> {
-        let seq = |i: usize| batch.records[i].seq;
         loop {
             let mut waits = Vec::new();
-            while let Some(chunk) = queue.pop_front() {
-                let (Some(&a), Some(&b)) = (chunk.first(), chunk.last()) else {
+            while let Some(mut chunk) = queue.pop_front() {
+                if chunk.is_empty() {
                     continue;
-                };
-                let (first, last) = (seq(a), seq(b));
-                match acks.covering(first, last) {
-                    Some(Covered::Confirmed) => continue,
-                    Some(Covered::Pending(rx)) => {
-                        waits.push((chunk, rx));
-                        continue;
+                }
+                let seqs: Vec<u64> = chunk.iter().map(|i| batch.records[*i].seq).collect();
+                // Carried by an earlier request (a retry of this batch, or
+                // an ack recovered from a crashed process)? Then only wait.
+                if let Some((k, covered)) = acks.covering(&seqs) {
+                    let rest = chunk.split_off(k);
+                    if !rest.is_empty() {
+                        queue.push_front(rest);
                     }
-                    None => {}
+                    if let Covered::Pending(rx) = covered {
+                        waits.push((chunk, rx));
+                    }
+                    continue;
                 }
                 let body = self.encode(batch, &chunk).await?;
                 let gzip = self.opts.gzip_level.is_some();
@@ -498,7 +501,7 @@ impl HecSink {
                     SendOutcome::Accepted { ack_id } => match ack_id {
                         Some(id) if self.use_acks() => {
                             let rx = acks
-                                .register(&self.channel, id, first, last)
+                                .register(&self.channel, id, &seqs)
                                 .await
                                 .map_err(journal_err)?;
                             waits.push((chunk, rx));
