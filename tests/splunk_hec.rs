@@ -486,3 +486,40 @@ async fn gzip_on_and_off_accepted_and_413_splits() {
         .expect("dl")
         .is_empty());
 }
+
+/// Test 2b: the server indexes a request, then the connection breaks
+/// before the answer is complete (the known duplicate source): the request
+/// is retried; every event arrives, duplicates only from that request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_answer_is_retried_without_loss() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let journal = open_journal(dir.path());
+    let (sim, h) = hec::start(hec::Config::default()).await.expect("sim");
+    let all = events("ringcentral", "acme", "audit-trail", 0, 500);
+    fill(&journal, &all);
+    sim.drop_after_receive(1);
+    let sink = build_sink(
+        dir.path(),
+        "hec",
+        &h.url(),
+        "sim-hec-token",
+        "max_events = 100\nmax_in_flight = 1",
+    )
+    .await;
+    let run = run_worker(sink, &journal, Arc::new(Health::new()));
+    wait_drained(&journal, "hec", 30).await;
+    run.finish().await;
+    assert_eq!(sim.counters().dropped_connections, 1);
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for id in sim.event_ids() {
+        *counts.entry(id).or_default() += 1;
+    }
+    // With one batch in flight the dropped request is the first batch.
+    for (i, k) in keys(&all).iter().enumerate() {
+        assert_eq!(
+            counts.get(k).copied(),
+            Some(if i < 100 { 2 } else { 1 }),
+            "{k}"
+        );
+    }
+}

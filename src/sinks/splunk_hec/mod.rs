@@ -594,3 +594,115 @@ impl HecSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn issues_for(dir: &std::path::Path, body: &str) -> Vec<String> {
+        let text = format!(
+            "[journal]\npath = \"{}\"\n[[sinks]]\nkind = \"splunk_hec\"\nname = \"hec\"\n{body}",
+            dir.join("j.db").display()
+        );
+        let cfg = Config::from_toml_str(&text).expect("config");
+        let mut issues = Vec::new();
+        let sink = build(&cfg.sinks[0], &mut issues);
+        assert_eq!(sink.is_some(), issues.is_empty());
+        issues.iter().map(|i| i.to_string()).collect()
+    }
+
+    #[test]
+    fn every_problem_named_by_key_path() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let issues = issues_for(
+            dir.path(),
+            &format!(
+                "endpoint = \"ftp://x\"\ntoken = {{ file = \"{0}/missing\" }}\nmax_events = 0\nack_timeout = \"0s\"\ntls_ca_file = \"{0}/ca.pem\"",
+                dir.path().display()
+            ),
+        );
+        let all = issues.join("\n");
+        assert!(
+            all.contains("sinks[0].token: cannot read secret file"),
+            "{all}"
+        );
+        assert!(
+            all.contains("sinks[0].endpoint: scheme `ftp` not supported"),
+            "{all}"
+        );
+        assert!(
+            all.contains("sinks[0].max_events: must be at least 1"),
+            "{all}"
+        );
+        assert!(
+            all.contains("sinks[0].ack_timeout: must be longer than 0"),
+            "{all}"
+        );
+        assert!(
+            all.contains("sinks[0].tls_ca_file: cannot read CA file"),
+            "{all}"
+        );
+        assert!(!all.contains("hunter2"));
+    }
+
+    #[test]
+    fn unknown_key_and_bad_ack_mode_are_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("t"), "hunter2").expect("write");
+        let t = dir.path().join("t");
+        let issues = issues_for(
+            dir.path(),
+            &format!(
+                "endpoint = \"https://h:8088\"\ntoken = {{ file = \"{}\" }}\nack = \"maybe\"",
+                t.display()
+            ),
+        );
+        assert!(
+            issues[0].starts_with("sinks[0].ack: unknown variant `maybe`"),
+            "{issues:?}"
+        );
+        let issues = issues_for(
+            dir.path(),
+            &format!(
+                "endpoint = \"https://h:8088\"\ntoken = {{ file = \"{}\" }}\nmax_wait = \"1s\"",
+                t.display()
+            ),
+        );
+        assert!(
+            issues[0].starts_with("sinks[0].max_wait: unknown field"),
+            "{issues:?}"
+        );
+    }
+
+    #[test]
+    fn example_config_parses_with_defaults() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let token = dir.path().join("t");
+        std::fs::write(&token, "tok").expect("write");
+        let example = include_str!("../../../config/examples/splunk_hec.toml").replace(
+            "token = { env = \"SPLUNK_HEC_TOKEN\" }",
+            &format!("token = {{ file = \"{}\" }}", token.display()),
+        );
+        let text = format!(
+            "[journal]\npath = \"{}\"\n{example}",
+            dir.path().join("j.db").display()
+        );
+        let cfg = Config::from_toml_str(&text).expect("example parses");
+        let s: Settings =
+            parse_settings(&cfg.sinks[0].path, &cfg.sinks[0].settings, &mut Vec::new())
+                .expect("settings");
+        assert_eq!(s.max_bytes, default_max_bytes());
+        assert_eq!(s.max_events, default_max_events());
+        assert_eq!(s.max_in_flight, default_max_in_flight());
+        assert_eq!(s.ack, AckMode::Auto);
+        assert_eq!(s.compression, Compression::Gzip);
+        assert_eq!(s.gzip_level, default_gzip_level());
+        assert_eq!(s.ack_timeout, default_ack_timeout());
+        assert_eq!(s.ack_poll_interval, default_ack_poll_interval());
+        assert_eq!(s.request_timeout, default_request_timeout());
+        assert!(!s.insecure_skip_verify);
+        let mut issues = Vec::new();
+        assert!(build(&cfg.sinks[0], &mut issues).is_some(), "{issues:?}");
+    }
+}
