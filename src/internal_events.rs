@@ -429,7 +429,8 @@ impl InternalEvent for HecRequestCompleted<'_> {
             elapsed_ms = self.elapsed.as_millis() as u64,
             "HEC request"
         );
-        if self.status != 200 {
+        // Code 5 ("No data") answers the token probe: expected.
+        if self.status != 200 && self.code != Some(5) {
             let reason = match self.code {
                 Some(9) => "busy",
                 Some(8) => "server_error",
@@ -493,11 +494,27 @@ impl InternalEvent for HecAckTimedOut<'_> {
 pub struct HecPollFailed<'a> {
     pub sink: &'a str,
     pub error: &'a str,
+    /// Failures in a row so far (logged at the first and every 40th).
+    pub in_a_row: u64,
 }
 
 impl InternalEvent for HecPollFailed<'_> {
     fn emit(self) {
-        warn!(sink = self.sink, error = self.error, "HEC ack poll failed");
+        if self.in_a_row % 40 == 1 {
+            warn!(
+                sink = self.sink,
+                error = self.error,
+                in_a_row = self.in_a_row,
+                "HEC ack poll failed"
+            );
+        } else {
+            debug!(
+                sink = self.sink,
+                error = self.error,
+                in_a_row = self.in_a_row,
+                "HEC ack poll failed"
+            );
+        }
         METRICS
             .sink_errors_total
             .with_label_values(&[self.sink, "ack_poll"])

@@ -9,6 +9,7 @@
 //! recovered channel can never be mistaken for one of a new request.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -85,6 +86,7 @@ pub struct Acks {
     wake: Notify,
     stop: CancellationToken,
     poller: Mutex<bool>,
+    poll_failures: AtomicU64,
 }
 
 fn state_key(channel: &str, ack_id: u64) -> String {
@@ -115,6 +117,7 @@ impl Acks {
             wake: Notify::new(),
             stop: CancellationToken::new(),
             poller: Mutex::new(false),
+            poll_failures: AtomicU64::new(0),
         }
     }
 
@@ -369,7 +372,11 @@ impl Acks {
                 if self.stop.is_cancelled() {
                     return;
                 }
-                match self.service.query_acks(&channel, chunk).await {
+                let answer = self.service.query_acks(&channel, chunk).await;
+                if !matches!(answer, Err(AckQueryError::Other(_))) {
+                    self.poll_failures.store(0, Ordering::Relaxed);
+                }
+                match answer {
                     Ok(statuses) => {
                         for id in chunk {
                             if statuses.get(id) == Some(&true) {
@@ -385,7 +392,8 @@ impl Acks {
                     Err(AckQueryError::ChannelGone(reason)) => {
                         HecPollFailed {
                             sink: &self.sink,
-                            error: &reason,
+                            error: &format!("{reason}: the server forgot channel {channel}; its requests are sent again"),
+                            in_a_row: 1,
                         }
                         .emit();
                         for id in chunk {
@@ -393,11 +401,14 @@ impl Acks {
                         }
                     }
                     Err(AckQueryError::Other(e)) => {
+                        let n = self.poll_failures.fetch_add(1, Ordering::Relaxed) + 1;
                         HecPollFailed {
                             sink: &self.sink,
                             error: &e.to_string(),
+                            in_a_row: n,
                         }
                         .emit();
+                        continue;
                     }
                 }
             }
