@@ -8,7 +8,7 @@
 //! ```
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use flate2::write::GzEncoder;
@@ -71,45 +71,40 @@ impl EnvelopeConfig {
             .map(String::as_str)
     }
 
+    /// The per-stream parts of the envelope: `head` goes between `time`
+    /// and the event (host, source, sourcetype, index), `mid` between the
+    /// event id and the action (tenant, stream).
+    fn stream_parts(&self, stream: &str) -> (Vec<u8>, Vec<u8>) {
+        let id =
+            StreamId::parse(stream).unwrap_or_else(|| StreamId::new("unknown", "unknown", stream));
+        let mut head = Vec::with_capacity(160);
+        head.extend_from_slice(b",\"host\":");
+        put_str(&mut head, &self.host);
+        head.extend_from_slice(b",\"source\":");
+        match &self.source {
+            Some(s) => put_str(&mut head, s),
+            None => put_str(&mut head, &format!("trailkeep:{}:{}", id.source, id.tenant)),
+        }
+        head.extend_from_slice(b",\"sourcetype\":");
+        put_str(&mut head, self.sourcetype_for(&id.source, &id.tenant));
+        if let Some(index) = self.index_for(&id.source, &id.tenant) {
+            head.extend_from_slice(b",\"index\":");
+            put_str(&mut head, index);
+        }
+        head.extend_from_slice(b",\"event\":");
+        let mut mid = Vec::with_capacity(64);
+        mid.extend_from_slice(b",\"tenant\":");
+        put_str(&mut mid, &id.tenant);
+        mid.extend_from_slice(b",\"stream\":");
+        put_str(&mut mid, &id.stream);
+        mid.extend_from_slice(b",\"action\":");
+        (head, mid)
+    }
+
     /// Appends the envelope of one record and a newline.
     pub fn encode_into(&self, r: &JournalRecord, out: &mut Vec<u8>) {
-        let id = StreamId::parse(&r.stream)
-            .unwrap_or_else(|| StreamId::new("unknown", "unknown", &r.stream));
-        let head: Option<Head<'_>> = serde_json::from_str(&r.payload).ok();
-        let action = head.as_ref().map_or("", |h| h.action.as_ref());
-        let secs = r.time_ms.div_euclid(1000);
-        let millis = r.time_ms.rem_euclid(1000);
-        // Writing into a Vec cannot fail; string escaping is serde_json's.
-        let _ = write!(out, "{{\"time\":{secs}.{millis:03},\"host\":");
-        put_str(out, &self.host);
-        out.extend_from_slice(b",\"source\":");
-        match &self.source {
-            Some(s) => put_str(out, s),
-            None => put_str(out, &format!("trailkeep:{}:{}", id.source, id.tenant)),
-        }
-        out.extend_from_slice(b",\"sourcetype\":");
-        put_str(out, self.sourcetype_for(&id.source, &id.tenant));
-        if let Some(index) = self.index_for(&id.source, &id.tenant) {
-            out.extend_from_slice(b",\"index\":");
-            put_str(out, index);
-        }
-        out.extend_from_slice(b",\"event\":");
-        let payload = r.payload.trim();
-        if payload.is_empty() {
-            // Never the case for journal records; keep the body valid.
-            out.extend_from_slice(b"null");
-        } else {
-            out.extend_from_slice(payload.as_bytes());
-        }
-        out.extend_from_slice(b",\"fields\":{\"event_id\":");
-        put_str(out, &r.key);
-        out.extend_from_slice(b",\"tenant\":");
-        put_str(out, &id.tenant);
-        out.extend_from_slice(b",\"stream\":");
-        put_str(out, &id.stream);
-        out.extend_from_slice(b",\"action\":");
-        put_str(out, action);
-        out.extend_from_slice(b"}}\n");
+        let (head, mid) = self.stream_parts(&r.stream);
+        encode_with(r, &head, &mid, out);
     }
 
     /// The body of one request: the envelopes of `records`, gzipped when
@@ -120,8 +115,12 @@ impl EnvelopeConfig {
         gzip_level: Option<u32>,
     ) -> std::io::Result<Vec<u8>> {
         let mut raw = Vec::with_capacity(64 * 1024);
+        let mut parts: HashMap<&'a str, (Vec<u8>, Vec<u8>)> = HashMap::new();
         for r in records {
-            self.encode_into(r, &mut raw);
+            let (head, mid) = parts
+                .entry(r.stream.as_str())
+                .or_insert_with(|| self.stream_parts(&r.stream));
+            encode_with(r, head, mid, &mut raw);
         }
         match gzip_level {
             None => Ok(raw),
@@ -133,6 +132,28 @@ impl EnvelopeConfig {
             }
         }
     }
+}
+
+fn encode_with(r: &JournalRecord, head: &[u8], mid: &[u8], out: &mut Vec<u8>) {
+    let head_fields: Option<Head<'_>> = serde_json::from_str(&r.payload).ok();
+    let action = head_fields.as_ref().map_or("", |h| h.action.as_ref());
+    let secs = r.time_ms.div_euclid(1000);
+    let millis = r.time_ms.rem_euclid(1000);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{{\"time\":{secs}.{millis:03}");
+    out.extend_from_slice(head);
+    let payload = r.payload.trim();
+    if payload.is_empty() {
+        // Never the case for journal records; keeps the body valid JSON.
+        out.extend_from_slice(b"null");
+    } else {
+        out.extend_from_slice(payload.as_bytes());
+    }
+    out.extend_from_slice(b",\"fields\":{\"event_id\":");
+    put_str(out, &r.key);
+    out.extend_from_slice(mid);
+    put_str(out, action);
+    out.extend_from_slice(b"}}\n");
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
