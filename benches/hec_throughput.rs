@@ -182,7 +182,7 @@ fn main() {
     }
     println!();
     println!(
-        "| sink (defaults: max_events 1000, max_bytes 1 MB, max_in_flight 16, ack poll 250 ms; sim indexing delay 50 ms) | events | seconds | events/s | peak RSS MB | HEC requests | ack polls |"
+        "| sink (defaults: max_events 1000, max_bytes 1 MB, max_in_flight 32, ack poll 100 ms; sim indexing delay 50 ms) | events | seconds | events/s | peak RSS MB | HEC requests | ack polls |"
     );
     println!("|---|---|---|---|---|---|---|");
     for r in rows {

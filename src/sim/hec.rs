@@ -605,6 +605,132 @@ fn parse_events(
     Ok(out)
 }
 
+/// Whether an `event` value is there and not blank, read without building
+/// it (benchmarks send a million of them).
+#[derive(Default)]
+enum EventProbe {
+    #[default]
+    Missing,
+    Blank,
+    Present,
+}
+
+impl<'de> Deserialize<'de> for EventProbe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EventProbe;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<EventProbe, E> {
+                Ok(if v.trim().is_empty() {
+                    EventProbe::Blank
+                } else {
+                    EventProbe::Present
+                })
+            }
+            fn visit_unit<E>(self) -> Result<EventProbe, E> {
+                Ok(EventProbe::Blank)
+            }
+            fn visit_none<E>(self) -> Result<EventProbe, E> {
+                Ok(EventProbe::Blank)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<EventProbe, E> {
+                Ok(EventProbe::Present)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<EventProbe, E> {
+                Ok(EventProbe::Present)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<EventProbe, E> {
+                Ok(EventProbe::Present)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<EventProbe, E> {
+                Ok(EventProbe::Present)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<EventProbe, A::Error> {
+                while m
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(EventProbe::Present)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<EventProbe, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(EventProbe::Present)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+struct LightEnvelope<'a> {
+    #[serde(default)]
+    event: EventProbe,
+    #[serde(default)]
+    time: Option<Value>,
+    #[serde(borrow, default)]
+    index: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    fields: Option<Map<String, Value>>,
+}
+
+/// The same validation as `parse_events`, counting instead of keeping the
+/// events (for `store_events = false`).
+fn count_events(
+    state: &State,
+    token: &TokenConfig,
+    q: &CollectorQuery,
+    body: &[u8],
+) -> Result<usize, (i64, usize)> {
+    let poison = lock(&state.faults).poison_ids.clone();
+    let mut n = 0;
+    for (i, item) in serde_json::Deserializer::from_slice(body)
+        .into_iter::<LightEnvelope<'_>>()
+        .enumerate()
+    {
+        let Ok(e) = item else {
+            return Err((6, i));
+        };
+        match e.event {
+            EventProbe::Missing => return Err((12, i)),
+            EventProbe::Blank => return Err((13, i)),
+            EventProbe::Present => {}
+        }
+        if e.time.as_ref().map(numeric_time) == Some(None) {
+            return Err((6, i));
+        }
+        let index = e.index.as_deref().unwrap_or_else(|| {
+            q.index
+                .as_deref()
+                .unwrap_or(state.cfg.default_index.as_str())
+        });
+        let allowed = state.cfg.indexes.iter().any(|x| x == index)
+            && (token.indexes.is_empty() || token.indexes.iter().any(|x| x == index));
+        if !allowed {
+            return Err((7, i));
+        }
+        if let Some(f) = &e.fields {
+            if f.values().any(|v| matches!(v, Value::Object(_)))
+                || f.get("event_id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| poison.contains(id))
+            {
+                return Err((6, i));
+            }
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Issues an ackId on the channel when the token acknowledges.
 fn issue_ack(
     state: &State,
@@ -652,6 +778,7 @@ fn accept(
     token: &TokenConfig,
     channel: Option<String>,
     mut events: Vec<IndexedEvent>,
+    count: usize,
     drop_connection: bool,
 ) -> Response {
     let ack = match issue_ack(state, token, channel.as_deref()) {
@@ -667,7 +794,7 @@ fn accept(
     }
     state
         .events_indexed
-        .fetch_add(events.len() as u64, Ordering::Relaxed);
+        .fetch_add(count as u64, Ordering::Relaxed);
     if state.cfg.store_events {
         for e in &mut events {
             e.channel = channel.clone();
@@ -706,8 +833,13 @@ async fn event(
                 drop_connection,
             } => (token, channel, body, drop_connection),
         };
-    match parse_events(&state, &token, &q, &body) {
-        Ok(events) => accept(&state, &token, channel, events, drop_connection),
+    let parsed = if state.cfg.store_events {
+        parse_events(&state, &token, &q, &body).map(|evs| (evs.len(), evs))
+    } else {
+        count_events(&state, &token, &q, &body).map(|n| (n, Vec::new()))
+    };
+    match parsed {
+        Ok((n, events)) => accept(&state, &token, channel, events, n, drop_connection),
         Err((code, i)) => {
             state.count_error(code);
             let n = state.cfg.report_invalid_event_number.then_some(i);
@@ -758,8 +890,9 @@ async fn raw(
             channel: None,
             ack_id: None,
         })
-        .collect();
-    accept(&state, &token, channel, events, drop_connection)
+        .collect::<Vec<_>>();
+    let n = events.len();
+    accept(&state, &token, channel, events, n, drop_connection)
 }
 
 #[derive(Deserialize)]
@@ -989,6 +1122,35 @@ mod tests {
             post(&ack, Some("sim-hec-noack"), Some(CH), r#"{"acks":[0]}"#).await,
             (400, json!({"text":"ACK is disabled","code":14}))
         );
+    }
+
+    #[test]
+    fn light_and_full_validation_agree() {
+        let state = State::new(Config::default());
+        state.poison("bad-id");
+        let token = state.cfg.tokens[0].clone();
+        let q = CollectorQuery::default();
+        let ok =
+            r#"{"event":{"a":[1,{"b":2}]},"time":1.5,"index":"audit","fields":{"event_id":"x"}}"#;
+        let bodies = [
+            format!("{ok}\n{ok}"),
+            format!("{ok}{{\"time\":2}}"),
+            format!("{ok}{{\"event\":\" \"}}"),
+            format!("{ok}{{\"event\":null}}"),
+            format!("{ok}{{\"event\":0}}"),
+            format!("{ok}{{\"event\":\"x\",\"time\":\"soon\"}}"),
+            format!("{ok}{{\"event\":\"x\",\"time\":\"12.5\"}}"),
+            format!("{ok}{{\"event\":\"x\",\"index\":\"nope\"}}"),
+            format!("{ok}{{\"event\":\"x\",\"index\":5}}"),
+            format!("{ok}{{\"event\":\"x\",\"fields\":{{\"a\":{{\"b\":1}}}}}}"),
+            format!("{ok}{{\"event\":\"x\",\"fields\":{{\"event_id\":\"bad-id\"}}}}"),
+            format!("{ok} not json"),
+        ];
+        for body in &bodies {
+            let full = parse_events(&state, &token, &q, body.as_bytes()).map(|v| v.len());
+            let light = count_events(&state, &token, &q, body.as_bytes());
+            assert_eq!(full, light, "{body}");
+        }
     }
 
     async fn query_acks(state: &Arc<State>, ids: &str) -> Value {

@@ -109,13 +109,13 @@ fn default_max_events() -> usize {
     1_000
 }
 fn default_max_in_flight() -> usize {
-    16
+    32
 }
 fn default_ack_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(300))
 }
 fn default_ack_poll_interval() -> HumanDuration {
-    HumanDuration(Duration::from_millis(250))
+    HumanDuration(Duration::from_millis(100))
 }
 fn default_request_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
