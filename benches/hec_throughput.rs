@@ -5,9 +5,10 @@
 //!
 //! `cargo bench --bench hec_throughput [-- N]`
 //!
-//! The simulator runs in the same process (it counts, it does not keep the
-//! events), so the RSS figure covers trailkeep's sink and the simulator
-//! together, and both share this machine's cores.
+//! The simulator runs in a child process (this same binary, re-executed
+//! with HEC_BENCH_SIM_CHILD=1; it counts events, it does not keep them), so
+//! the peak RSS is trailkeep's own (journal reader, sink worker, sink). Both
+//! processes share this machine's cores.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,23 +86,74 @@ struct Row {
     events: u64,
     secs: f64,
     peak_rss_mb: f64,
+    baseline_rss_mb: f64,
     requests: u64,
     ack_polls: u64,
 }
 
+/// The simulator child: serves on loopback, prints its URL, and exits
+/// when its stdin closes (the parent ended).
+fn sim_child() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (_state, handle) = hec::start(hec::Config {
+            store_events: false,
+            ..hec::Config::default()
+        })
+        .await
+        .expect("simulator");
+        println!("{}", handle.url());
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        })
+        .await;
+    });
+}
+
+struct SimProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl SimProcess {
+    fn spawn() -> SimProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .env("HEC_BENCH_SIM_CHILD", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("simulator process");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("simulator url");
+        SimProcess {
+            child,
+            url: line.trim().to_string(),
+        }
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
 async fn run(journal: &Journal, name: &str, extra: &str, n: u64, dir: &std::path::Path) -> Row {
-    let (sim, handle) = hec::start(hec::Config {
-        store_events: false,
-        ..hec::Config::default()
-    })
-    .await
-    .expect("simulator");
+    let sim = SimProcess::spawn();
     let token_file = dir.join("token");
     std::fs::write(&token_file, "sim-hec-token").expect("token");
     let text = format!(
         "[journal]\npath = \"{}\"\n[[sinks]]\nkind = \"splunk_hec\"\nname = \"{name}\"\nendpoint = \"{}\"\ntoken = {{ file = \"{}\" }}\n{extra}\n",
         journal.path().display(),
-        handle.url(),
+        sim.url,
         token_file.display()
     );
     let cfg = Config::from_toml_str(&text).expect("config");
@@ -110,6 +162,7 @@ async fn run(journal: &Journal, name: &str, extra: &str, n: u64, dir: &std::path
         .await
         .expect("sink");
     reset_peak();
+    let baseline = status_kb("VmRSS:") as f64 / 1024.0;
     let stop = CancellationToken::new();
     let worker = SinkWorker::new(
         sink,
@@ -129,19 +182,29 @@ async fn run(journal: &Journal, name: &str, extra: &str, n: u64, dir: &std::path
     let peak = status_kb("VmHWM:") as f64 / 1024.0;
     stop.cancel();
     let _ = task.await;
-    let c = sim.counters();
-    assert_eq!(c.events_indexed, n, "every event indexed once");
+    let c: serde_json::Value = reqwest::get(format!("{}/_sim/counters", sim.url))
+        .await
+        .expect("counters")
+        .json()
+        .await
+        .expect("counters json");
+    assert_eq!(c["events_indexed"], n, "every event indexed once");
     Row {
         label: name.to_string(),
         events: n,
         secs,
         peak_rss_mb: peak,
-        requests: c.event_requests,
-        ack_polls: c.ack_requests,
+        baseline_rss_mb: baseline,
+        requests: c["event_requests"].as_u64().unwrap_or(0),
+        ack_polls: c["ack_requests"].as_u64().unwrap_or(0),
     }
 }
 
 fn main() {
+    if std::env::var_os("HEC_BENCH_SIM_CHILD").is_some() {
+        sim_child();
+        return;
+    }
     let n: u64 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
@@ -182,17 +245,18 @@ fn main() {
     }
     println!();
     println!(
-        "| sink (defaults: max_events 1000, max_bytes 1 MB, max_in_flight 32, ack poll 100 ms; sim indexing delay 50 ms) | events | seconds | events/s | peak RSS MB | HEC requests | ack polls |"
+        "| sink (defaults: max_events 1000, max_bytes 1 MB, max_in_flight 32, ack poll 100 ms; sim indexing delay 50 ms) | events | seconds | events/s | trailkeep peak RSS MB (RSS before) | HEC requests | ack polls |"
     );
     println!("|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {:.2} | {:.0} | {:.1} | {} | {} |",
+            "| {} | {} | {:.2} | {:.0} | {:.1} ({:.1}) | {} | {} |",
             r.label,
             r.events,
             r.secs,
             r.events as f64 / r.secs,
             r.peak_rss_mb,
+            r.baseline_rss_mb,
             r.requests,
             r.ack_polls
         );

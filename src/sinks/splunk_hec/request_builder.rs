@@ -124,14 +124,16 @@ impl EnvelopeConfig {
         }
         match gzip_level {
             None => Ok(raw),
-            Some(level) => {
-                let mut enc =
-                    GzEncoder::new(Vec::with_capacity(raw.len() / 5), Compression::new(level));
-                enc.write_all(&raw)?;
-                enc.finish()
-            }
+            Some(level) => gzip(&raw, level),
         }
     }
+}
+
+/// gzip of a request body.
+pub fn gzip(raw: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
+    let mut enc = GzEncoder::new(Vec::with_capacity(raw.len() / 5), Compression::new(level));
+    enc.write_all(raw)?;
+    enc.finish()
 }
 
 fn encode_with(r: &JournalRecord, head: &[u8], mid: &[u8], out: &mut Vec<u8>) {
