@@ -200,6 +200,39 @@ async fn run(journal: &Journal, name: &str, extra: &str, n: u64, dir: &std::path
     }
 }
 
+const VARIANTS: &[(&str, &str)] = &[
+    ("hec-gzip-ack", "compression = \"gzip\"\nack = \"on\""),
+    ("hec-plain-ack", "compression = \"none\"\nack = \"on\""),
+    (
+        "hec-gzip-ack-inflight8",
+        "compression = \"gzip\"\nack = \"on\"\nmax_in_flight = 8",
+    ),
+];
+
+/// One variant in a fresh process (so its peak RSS is its own), against
+/// the journal the parent filled; prints one table row.
+fn run_child(variant: usize, journal_path: &std::path::Path, n: u64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let journal = Journal::open(journal_path, None).expect("journal");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (name, extra) = VARIANTS[variant];
+    let r = rt.block_on(run(&journal, name, extra, n, dir.path()));
+    println!(
+        "| {} | {} | {:.2} | {:.0} | {:.1} ({:.1}) | {} | {} |",
+        r.label,
+        r.events,
+        r.secs,
+        r.events as f64 / r.secs,
+        r.peak_rss_mb,
+        r.baseline_rss_mb,
+        r.requests,
+        r.ack_polls
+    );
+}
+
 fn main() {
     if std::env::var_os("HEC_BENCH_SIM_CHILD").is_some() {
         sim_child();
@@ -210,12 +243,16 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .or_else(|| std::env::var("HEC_BENCH_EVENTS").ok()?.parse().ok())
         .unwrap_or(1_000_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    if let (Ok(v), Some(path)) = (
+        std::env::var("HEC_BENCH_VARIANT"),
+        std::env::var_os("HEC_BENCH_JOURNAL"),
+    ) {
+        run_child(v.parse().expect("variant"), std::path::Path::new(&path), n);
+        return;
+    }
     let dir = tempfile::tempdir().expect("tmp");
-    let journal = Journal::open(&dir.path().join("bench.db"), None).expect("journal");
+    let path = dir.path().join("bench.db");
+    let journal = Journal::open(&path, None).expect("journal");
     let fill_start = Instant::now();
     let id = StreamId::new("ringcentral", "acme", "audit-trail");
     let mut i = 0;
@@ -231,34 +268,23 @@ fn main() {
         .expect("read")
         .first()
         .map_or(0, |r| r.payload.len());
+    drop(journal);
     println!(
         "filled journal with {n} events ({payload} bytes of canonical JSON each) in {:.1}s",
         fill_start.elapsed().as_secs_f64()
     );
-    let variants = [
-        ("hec-gzip-ack", "compression = \"gzip\"\nack = \"on\""),
-        ("hec-plain-ack", "compression = \"none\"\nack = \"on\""),
-    ];
-    let mut rows = Vec::new();
-    for (name, extra) in variants {
-        rows.push(rt.block_on(run(&journal, name, extra, n, dir.path())));
-    }
     println!();
     println!(
-        "| sink (defaults: max_events 1000, max_bytes 1 MB, max_in_flight 32, ack poll 100 ms; sim indexing delay 50 ms) | events | seconds | events/s | trailkeep peak RSS MB (RSS before) | HEC requests | ack polls |"
+        "| sink (defaults: max_events 1000, max_bytes 1 MB, max_in_flight 32, ack poll 100 ms; sim indexing delay 50 ms) | events | seconds | events/s | trailkeep peak RSS MB (RSS at start) | HEC requests | ack polls |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for r in rows {
-        println!(
-            "| {} | {} | {:.2} | {:.0} | {:.1} ({:.1}) | {} | {} |",
-            r.label,
-            r.events,
-            r.secs,
-            r.events as f64 / r.secs,
-            r.peak_rss_mb,
-            r.baseline_rss_mb,
-            r.requests,
-            r.ack_polls
-        );
+    for (v, (name, _)) in VARIANTS.iter().enumerate() {
+        let status = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .arg(n.to_string())
+            .env("HEC_BENCH_VARIANT", v.to_string())
+            .env("HEC_BENCH_JOURNAL", &path)
+            .status()
+            .expect("variant process");
+        assert!(status.success(), "variant {name} failed");
     }
 }
