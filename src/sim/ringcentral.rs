@@ -355,6 +355,12 @@ impl RingCentralSim {
         lock(&self.counters).clone()
     }
 
+    /// Lets the sibling endpoint modules (SMS, Team Messaging) count what
+    /// they served.
+    pub fn bump(&self, f: impl FnOnce(&mut Counters)) {
+        f(&mut lock(&self.counters));
+    }
+
     pub fn searches(&self) -> Vec<SearchSeen> {
         lock(&self.searches).clone()
     }
