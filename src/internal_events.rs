@@ -411,3 +411,79 @@ impl InternalEvent for SinkBacklog<'_> {
             .set(lag);
     }
 }
+
+/// One alert send (or a skip of one already sent before a restart).
+pub struct AlertSendOutcome<'a> {
+    pub sink: &'a str,
+    pub channel: &'a str,
+    /// sent, failed (refused for good), retry (will be tried again), skipped.
+    pub outcome: &'a str,
+    pub event_key: &'a str,
+    pub error: Option<&'a str>,
+}
+
+impl InternalEvent for AlertSendOutcome<'_> {
+    fn emit(self) {
+        match (self.outcome, self.error) {
+            ("failed", e) => error!(
+                sink = self.sink,
+                channel = self.channel,
+                event_key = self.event_key,
+                error = e.unwrap_or(""),
+                "alert refused by the channel; recorded as failed and dead-lettered, other channels continue"
+            ),
+            ("retry", e) => warn!(
+                sink = self.sink,
+                channel = self.channel,
+                event_key = self.event_key,
+                error = e.unwrap_or(""),
+                "alert send failed; will retry"
+            ),
+            ("skipped", _) => debug!(
+                sink = self.sink,
+                channel = self.channel,
+                event_key = self.event_key,
+                "alert already sent before a restart; not sending again"
+            ),
+            _ => info!(
+                sink = self.sink,
+                channel = self.channel,
+                event_key = self.event_key,
+                "alert sent"
+            ),
+        }
+        METRICS
+            .alerts_total
+            .with_label_values(&[self.sink, self.channel, self.outcome])
+            .inc();
+    }
+}
+
+/// The start-up check of an alert channel (SMS capability, chat exists).
+pub struct AlertChannelChecked<'a> {
+    pub sink: &'a str,
+    pub channel: &'a str,
+    pub problem: Option<&'a str>,
+}
+
+impl InternalEvent for AlertChannelChecked<'_> {
+    fn emit(self) {
+        match self.problem {
+            Some(p) => error!(
+                sink = self.sink,
+                channel = self.channel,
+                problem = p,
+                "alert channel check failed: its sends will fail until the configuration is fixed"
+            ),
+            None => debug!(
+                sink = self.sink,
+                channel = self.channel,
+                "alert channel checked"
+            ),
+        }
+        METRICS
+            .alert_channel_problem
+            .with_label_values(&[self.sink, self.channel])
+            .set(i64::from(self.problem.is_some()));
+    }
+}

@@ -192,9 +192,7 @@ pub fn is_e164(s: &str) -> bool {
     let Some(d) = s.strip_prefix('+') else {
         return false;
     };
-    (8..=15).contains(&d.len())
-        && d.bytes().all(|b| b.is_ascii_digit())
-        && !d.starts_with('0')
+    (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0')
 }
 
 #[derive(Deserialize)]
@@ -290,7 +288,11 @@ async fn sms_inner(
         if status == StatusCode::TOO_MANY_REQUESTS {
             sim.bump(|c| *c.rate_limited.entry("sms".into()).or_default() += 1);
         }
-        return (status.as_u16(), api_error(status, code, msg, rate_h), Some(seen));
+        return (
+            status.as_u16(),
+            api_error(status, code, msg, rate_h),
+            Some(seen),
+        );
     }
     let bad = |code: &str, msg: &str, st: StatusCode, h: HeaderMap| {
         (st.as_u16(), api_error(st, code, msg, h), Some(seen.clone()))
@@ -352,7 +354,11 @@ async fn sms_inner(
         "creationTime": now,
         "lastModifiedTime": now,
     });
-    (200, (StatusCode::OK, rate_h, Json(record)).into_response(), Some(seen))
+    (
+        200,
+        (StatusCode::OK, rate_h, Json(record)).into_response(),
+        Some(seen),
+    )
 }
 
 fn query_pairs(q: &Option<String>) -> Vec<(String, String)> {
@@ -424,11 +430,7 @@ fn parse_page_token(t: &str) -> Option<usize> {
         .ok()
 }
 
-async fn list_chats(
-    State(sim): State<Sim>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
+async fn list_chats(State(sim): State<Sim>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     sim.messaging
         .chat_list_requests
         .fetch_add(1, Ordering::Relaxed);
