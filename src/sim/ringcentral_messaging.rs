@@ -89,6 +89,13 @@ pub struct Messaging {
     chat_list_requests: AtomicU64,
     phone_list_requests: AtomicU64,
     next_id: AtomicU64,
+    /// Hold: once this many SMS were accepted, further SMS requests wait
+    /// (unrecorded) until `release_held`, then answer 503 MSG-290 without
+    /// sending. Lets a test kill the client at a known point.
+    hold_after: Mutex<Option<u64>>,
+    accepted_sms: AtomicU64,
+    held: AtomicU64,
+    release: tokio::sync::watch::Sender<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -137,6 +144,10 @@ impl Default for Messaging {
             chat_list_requests: AtomicU64::new(0),
             phone_list_requests: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
+            hold_after: Mutex::new(None),
+            accepted_sms: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            release: tokio::sync::watch::channel(0).0,
         }
     }
 }
@@ -175,6 +186,21 @@ impl Messaging {
                 retry_after: retry_after.as_secs().max(1),
             });
         }
+    }
+    /// Fault: once `n` SMS in total were accepted, hold every further SMS
+    /// request (see `release_held`).
+    pub fn hold_sms_after(&self, n: u64) {
+        *lock(&self.hold_after) = Some(n);
+    }
+    /// How many SMS requests are being held right now.
+    pub fn held_sms(&self) -> u64 {
+        self.held.load(Ordering::SeqCst)
+    }
+    /// Ends the hold: held requests answer 503 MSG-290 (nothing sent),
+    /// new requests are served normally.
+    pub fn release_held(&self) {
+        *lock(&self.hold_after) = None;
+        self.release.send_modify(|g| *g += 1);
     }
     pub fn chat_list_requests(&self) -> u64 {
         self.chat_list_requests.load(Ordering::Relaxed)
@@ -269,6 +295,23 @@ async fn sms_inner(
         text: req.text.clone(),
         status: 0,
     };
+    let m = &sim.messaging;
+    let hold = lock(&m.hold_after).is_some_and(|n| m.accepted_sms.load(Ordering::SeqCst) >= n);
+    if hold {
+        let mut rx = m.release.subscribe();
+        let generation = *rx.borrow();
+        m.held.fetch_add(1, Ordering::SeqCst);
+        let _ = rx.wait_for(|g| *g != generation).await;
+        m.held.fetch_sub(1, Ordering::SeqCst);
+        put_header(&mut rate_h, "retry-after", "1");
+        let r = api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "MSG-290",
+            "Service temporarily unavailable",
+            rate_h,
+        );
+        return (503, r, None);
+    }
     let fault = lock(&sim.messaging.sms_faults).pop_front();
     if let Some(f) = fault {
         put_header(&mut rate_h, "retry-after", &f.retry_after.to_string());
@@ -339,6 +382,7 @@ async fn sms_inner(
         );
     }
     let id = sim.messaging.new_id();
+    m.accepted_sms.fetch_add(1, Ordering::SeqCst);
     let now = rfc3339_ms(Utc::now());
     let record = json!({
         "uri": format!("/restapi/v1.0/account/{}/extension/62264425008/message-store/{id}", sim.cfg.account_id),

@@ -74,17 +74,17 @@ impl Template {
             };
             push_text(&mut stack, &rest[..open]);
             let after = &rest[open + 1..];
+            if let Some(literal) = after.strip_prefix('{') {
+                push_text(&mut stack, "{");
+                rest = literal;
+                continue;
+            }
             let Some(close) = after.find('}') else {
                 return Err(format!(
                     "unclosed `{{` at byte {} (write `{{{{` for a literal brace)",
                     text.len() - rest.len() + open
                 ));
             };
-            if after.starts_with('{') {
-                push_text(&mut stack, "{");
-                rest = &after[1..];
-                continue;
-            }
             let tag = &after[..close];
             rest = &after[close + 1..];
             let check = |name: &str| {
