@@ -416,7 +416,8 @@ impl InternalEvent for SinkBacklog<'_> {
 pub struct AlertSendOutcome<'a> {
     pub sink: &'a str,
     pub channel: &'a str,
-    /// sent, failed (refused for good), retry (will be tried again), skipped.
+    /// sent, failed (refused for good), retry (will be tried again),
+    /// skipped (sent before a restart), too_old (past max_age; channel "").
     pub outcome: &'a str,
     pub event_key: &'a str,
     pub error: Option<&'a str>,
@@ -438,6 +439,11 @@ impl InternalEvent for AlertSendOutcome<'_> {
                 event_key = self.event_key,
                 error = e.unwrap_or(""),
                 "alert send failed; will retry"
+            ),
+            ("too_old", _) => debug!(
+                sink = self.sink,
+                event_key = self.event_key,
+                "event older than max_age: no alert"
             ),
             ("skipped", _) => debug!(
                 sink = self.sink,

@@ -87,6 +87,8 @@ path = "{d}/journal.db"
 kind = "alerts"
 name = "alerts"
 time_zone = "America/New_York"
+# The synthetic events are from 2025: alert on any age.
+max_age = "0s"
 max_events = 3
 chat_page_size = 3
 [sinks.ringcentral]
@@ -632,4 +634,150 @@ actions = ["CHANGE_USER_*", "[!"]
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Kills the child on drop so a failed assertion leaves no process behind.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_run(cfg: &Path, log: &Path) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+        .args(["run", "-c"])
+        .arg(cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn trailkeep run");
+    Child(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_binary_mid_batch_loses_and_doubles_nothing() {
+    let env = env().await;
+    let n = 6usize;
+    let when = Utc::now() - chrono::Duration::minutes(5);
+    let records: Vec<Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("kill-{i}"),
+                "eventTime": trailkeep::util::rfc3339_ms(when + chrono::Duration::seconds(i as i64)),
+                "eventType": "UPDATE",
+                "actionId": "CHANGE_USER_INFO",
+                "accountId": env.rc.cfg.account_id,
+                "initiator": {"extensionId": "62264425008", "extensionNumber": "101", "name": "Dana Whitfield", "role": "Super Admin"},
+                "target": {"objectId": "62265550008", "objectType": "Extension", "name": "Sam Ortega", "extensionNumber": "12004"},
+                "details": {"parameters": [
+                    {"key": "settingName", "value": "Department"},
+                    {"key": "oldValue", "value": format!("Dept {i}")},
+                    {"key": "newValue", "value": format!("Dept {}", i + 1)},
+                ]},
+            })
+        })
+        .collect();
+    env.rc.insert(records, Duration::ZERO);
+    let d = env.dir.path().display();
+    let rules = format!(
+        r#"
+[[sources]]
+kind = "ringcentral"
+name = "acme"
+server = "{rc}"
+client_id = "sim-client-id"
+client_secret = {{ file = "{d}/rc_client_secret" }}
+jwt = {{ file = "{d}/rc_jwt" }}
+start_at = "1h"
+poll_interval = "1s"
+overlap = "10s"
+settle_delay = "1s"
+
+[[alerts]]
+name = "user-department"
+categories = ["rc_user_info_department"]
+channels = ["admins-sms", "audit-chats"]
+"#,
+        rc = env.rc_url
+    );
+    let text = env.config(&["1001"], &rules).replace(
+        "[journal]",
+        "[telemetry]\nlisten = \"\"\nlog_format = \"text\"\nlog_level = \"info\"\n\n[journal]",
+    );
+    let cfg_path = env.path("run.toml");
+    write(&cfg_path, &text);
+    let m = &env.rc.messaging;
+    m.hold_sms_after(5);
+    let mut first = spawn_run(&cfg_path, &env.path("run1.log"));
+    let log1 = env.path("run1.log");
+    until("the 6th SMS to be held", 60, || {
+        if let Ok(Some(status)) = first.0.try_wait() {
+            panic!(
+                "trailkeep run exited early ({status}): {}",
+                std::fs::read_to_string(&log1).unwrap_or_default()
+            );
+        }
+        m.held_sms() == 1
+    })
+    .await;
+    // SIGKILL: no shutdown, no flush, no cursor move.
+    first.0.kill().expect("SIGKILL");
+    let _ = first.0.wait();
+    assert_eq!(env.rc.counters().sms_sent, 5);
+    m.release_held();
+
+    let mut second = spawn_run(&cfg_path, &env.path("run2.log"));
+    let log2 = env.path("run2.log");
+    until("every alert of the restarted process", 60, || {
+        if let Ok(Some(status)) = second.0.try_wait() {
+            panic!(
+                "trailkeep run exited early ({status}): {}",
+                std::fs::read_to_string(&log2).unwrap_or_default()
+            );
+        }
+        let c = env.rc.counters();
+        c.sms_sent as usize >= 2 * n && c.posts_created as usize >= n
+    })
+    .await;
+    // Sends go one at a time in journal order: a repeat of an earlier one
+    // would have come before the last new one. Stop the process and count.
+    second.0.kill().expect("kill");
+    let _ = second.0.wait();
+
+    let sms = counts(
+        m.sms_seen()
+            .into_iter()
+            .filter(|s| s.status == 200)
+            .map(|s| (s.to.join(","), s.text)),
+    );
+    assert_eq!(sms.len(), 2 * n, "{sms:?}");
+    assert!(
+        sms.values().all(|c| *c == 1),
+        "an SMS was sent twice: {sms:?}"
+    );
+    for i in 0..n {
+        let needle = format!("[Dept {i}] new value: [Dept {}]", i + 1);
+        assert_eq!(
+            sms.keys().filter(|(_, t)| t.contains(&needle)).count(),
+            2,
+            "event {i}"
+        );
+    }
+    let posts = counts(
+        m.posts_seen()
+            .into_iter()
+            .filter(|p| p.status == 201)
+            .map(|p| p.text),
+    );
+    assert_eq!(posts.len(), n, "{posts:?}");
+    assert!(
+        posts.values().all(|c| *c == 1),
+        "a post was sent twice: {posts:?}"
+    );
+    let c = env.rc.counters();
+    assert_eq!((c.sms_sent as usize, c.posts_created as usize), (2 * n, n));
 }

@@ -83,6 +83,11 @@ struct Settings {
     categories_file: Option<PathBuf>,
     #[serde(default = "default_max_events")]
     max_events: usize,
+    /// Events older than this (event time) are not alerted: a new sink on
+    /// an old journal, or a source back-filling 180 days, must not text
+    /// admins about last spring. "0s" = no limit.
+    #[serde(default = "default_max_age")]
+    max_age: HumanDuration,
     #[serde(default = "default_chat_page_size")]
     chat_page_size: u32,
 }
@@ -141,6 +146,9 @@ fn default_opt_out() -> String {
 }
 fn default_max_events() -> usize {
     50
+}
+fn default_max_age() -> HumanDuration {
+    HumanDuration(Duration::from_secs(86_400))
 }
 fn default_chat_page_size() -> u32 {
     250
@@ -711,6 +719,7 @@ pub fn build(entry: &SinkEntry, issues: &mut Vec<ConfigIssue>) -> Option<Arc<dyn
         tz: p.tz,
         opt_out: p.settings.sms_opt_out,
         max_events: p.settings.max_events,
+        max_age: p.settings.max_age.0,
         chat_page_size: p.settings.chat_page_size,
         http,
         problems: Mutex::new(Vec::new()),
@@ -726,6 +735,7 @@ pub struct AlertsSink {
     tz: Tz,
     opt_out: String,
     max_events: usize,
+    max_age: Duration,
     chat_page_size: u32,
     http: HashMap<String, reqwest::Client>,
     problems: Mutex<Vec<String>>,
@@ -1001,7 +1011,13 @@ impl Sink for AlertsSink {
         self.prune_sent(ctx)?;
         let mut dead = Vec::new();
         let mut retry: Option<(String, Option<Duration>)> = None;
-        for rec in &batch.records {
+        // Chronological within the batch (newest-first sources commit
+        // pages newest first); records are keyed by seq, so order does not
+        // matter for crash safety.
+        let mut records: Vec<_> = batch.records.iter().collect();
+        records.sort_by_key(|r| (r.time_ms, r.seq));
+        let now = Utc::now();
+        for rec in records {
             let ev = match rec.event() {
                 Ok(e) => e,
                 Err(e) => {
@@ -1013,6 +1029,17 @@ impl Sink for AlertsSink {
                     continue;
                 }
             };
+            if too_old(ev.time, now, self.max_age) {
+                AlertSendOutcome {
+                    sink: &self.name,
+                    channel: "",
+                    outcome: "too_old",
+                    event_key: &ev.key,
+                    error: None,
+                }
+                .emit();
+                continue;
+            }
             let mut failed = Vec::new();
             for p in self.plan(&ev) {
                 let key = state_key(rec.seq, &p.channel.name, &p.recipient);
@@ -1143,6 +1170,11 @@ impl Sink for AlertsSink {
     }
 }
 
+/// Whether an event is past `max_age` (zero = no limit).
+pub fn too_old(time: chrono::DateTime<Utc>, now: chrono::DateTime<Utc>, max_age: Duration) -> bool {
+    !max_age.is_zero() && (now - time).to_std().is_ok_and(|age| age > max_age)
+}
+
 /// How a recipient appears in errors and dead letters: chats by id,
 /// webhooks by host; phone numbers only by their last 4 digits (personal
 /// data).
@@ -1168,6 +1200,20 @@ fn recipient_label(p: &Planned<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_age() {
+        let now = Utc::now();
+        let day = Duration::from_secs(86_400);
+        assert!(too_old(now - chrono::Duration::days(2), now, day));
+        assert!(!too_old(now - chrono::Duration::hours(2), now, day));
+        assert!(!too_old(now + chrono::Duration::hours(2), now, day));
+        assert!(!too_old(
+            now - chrono::Duration::days(400),
+            now,
+            Duration::ZERO
+        ));
+    }
 
     #[test]
     fn state_keys_sort_and_parse() {
