@@ -37,9 +37,15 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(Duration::ZERO).await
+}
+
+/// `latency`: how long the RingCentral simulator takes per API call.
+async fn env_with(latency: Duration) -> Env {
     let rc_cfg = ringcentral::Config {
         window: trailkeep::util::HumanDuration(Duration::from_secs(2)),
         penalty: trailkeep::util::HumanDuration(Duration::from_secs(2)),
+        latency: trailkeep::util::HumanDuration(latency),
         ..Default::default()
     };
     let (rc, rc_handle) = ringcentral::start(rc_cfg).await.expect("rc sim");
@@ -425,6 +431,61 @@ channels = ["admins-sms", "audit-chats"]
     // The send records of confirmed events are pruned once the cursor passed them.
     let left = journal.sink_state_prefix("alerts", "sent/").expect("state");
     assert!(left.len() <= 3 * 3, "{} send records left", left.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_mid_send_sends_nothing_twice() {
+    // Every RingCentral call takes 200 ms, so the stop lands mid-send.
+    let env = env_with(Duration::from_millis(200)).await;
+    let rules = r#"
+[[alerts]]
+name = "user-department"
+categories = ["rc_user_info_department"]
+channels = ["admins-sms"]
+"#;
+    let text = env
+        .config(&["1001"], rules)
+        .replace(r#"name = "alerts""#, r#"name = "alerts-stop""#);
+    let journal = Journal::open(&env.path("journal.db"), None).expect("journal");
+    let events: Vec<AuditEvent> = (0..3)
+        .map(|i| {
+            event(
+                &format!("s{i}"),
+                "CHANGE_USER_INFO",
+                Some(("Department", &format!("D{i}"), &format!("D{}", i + 1))),
+                false,
+            )
+        })
+        .collect();
+    commit(&journal, &events);
+    let stop = CancellationToken::new();
+    let worker = spawn_worker(env.sink(&text).await, journal.clone(), stop.clone());
+    until("the first SMS", 30, || env.rc.counters().sms_sent >= 1).await;
+    // SIGTERM-like stop: the worker drops the delivery in hand and runs it
+    // again to finish the batch; the interrupted send must not repeat.
+    stop.cancel();
+    worker.await.expect("join").expect("worker");
+    let sms = counts(
+        env.rc
+            .messaging
+            .sms_seen()
+            .into_iter()
+            .filter(|s| s.status == 200)
+            .map(|s| (s.to.join(","), s.text)),
+    );
+    assert!(
+        sms.values().all(|c| *c == 1),
+        "an SMS was sent twice: {sms:?}"
+    );
+    assert_eq!(
+        sms.len(),
+        6,
+        "the batch in hand is finished on stop: {sms:?}"
+    );
+    assert_eq!(
+        journal.sink_cursor("alerts-stop").expect("cursor"),
+        journal.max_seq().expect("max")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

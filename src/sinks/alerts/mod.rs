@@ -706,7 +706,7 @@ pub fn build(entry: &SinkEntry, issues: &mut Vec<ConfigIssue>) -> Option<Arc<dyn
             }
         }
     }
-    Some(Arc::new(AlertsSink {
+    let inner = Inner {
         name: entry.name.clone(),
         rc,
         channels: p
@@ -723,10 +723,30 @@ pub fn build(entry: &SinkEntry, issues: &mut Vec<ConfigIssue>) -> Option<Arc<dyn
         chat_page_size: p.settings.chat_page_size,
         http,
         problems: Mutex::new(Vec::new()),
+    };
+    Some(Arc::new(AlertsSink {
+        inner: Arc::new(inner),
+        inflight: Arc::new(tokio::sync::Mutex::new(())),
     }))
 }
 
+/// The alerts sink. Each send runs in its own task holding `inflight`:
+/// if the worker drops a delivery mid-send (shutdown), the send still
+/// completes and is recorded, and the next delivery waits for it before
+/// looking at the records, so a graceful restart never sends twice.
 pub struct AlertsSink {
+    inner: Arc<Inner>,
+    inflight: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::ops::Deref for AlertsSink {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+pub struct Inner {
     name: String,
     rc: Option<Arc<RcClient>>,
     channels: BTreeMap<String, Channel>,
@@ -743,8 +763,8 @@ pub struct AlertsSink {
 
 /// One message to one recipient.
 #[derive(Clone, Debug)]
-pub struct Planned<'a> {
-    pub channel: &'a Channel,
+pub struct Planned {
+    pub channel: Channel,
     pub recipient: String,
     pub text: String,
     pub rule: String,
@@ -777,11 +797,11 @@ fn journal_err(e: JournalError) -> SinkError {
     SinkError::retryable("journal", e.to_string())
 }
 
-impl AlertsSink {
+impl Inner {
     /// The sends an event calls for: every matching rule's channels and
     /// recipients, each (channel, recipient) once (the first matching rule
     /// words the message).
-    pub fn plan<'a>(&'a self, ev: &AuditEvent) -> Vec<Planned<'a>> {
+    pub fn plan(&self, ev: &AuditEvent) -> Vec<Planned> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         for rule in &self.rules {
@@ -799,7 +819,7 @@ impl AlertsSink {
                 for r in channel.recipients() {
                     if seen.insert((cname.clone(), r.clone())) {
                         out.push(Planned {
-                            channel,
+                            channel: channel.clone(),
                             recipient: r,
                             text: text.clone(),
                             rule: rule.name.clone(),
@@ -822,8 +842,8 @@ impl AlertsSink {
         }
     }
 
-    async fn send(&self, p: &Planned<'_>, ev: &AuditEvent) -> Result<String, SendError> {
-        let text = self.channel_text(p.channel, &p.text);
+    async fn send(&self, p: &Planned, ev: &AuditEvent) -> Result<String, SendError> {
+        let text = self.channel_text(&p.channel, &p.text);
         let rc = || {
             self.rc
                 .as_deref()
@@ -1041,14 +1061,18 @@ impl Sink for AlertsSink {
                 continue;
             }
             let mut failed = Vec::new();
+            let ev = Arc::new(ev);
             for p in self.plan(&ev) {
                 let key = state_key(rec.seq, &p.channel.name, &p.recipient);
-                let cname = p.channel.name.as_str();
                 let what = format!(
-                    "{} `{cname}` {}",
+                    "{} `{}` {}",
                     p.channel.type_name(),
+                    p.channel.name,
                     recipient_label(&p)
                 );
+                // Waits for a send left running by a delivery the worker
+                // dropped (shutdown), so its record is seen below.
+                let guard = self.inflight.clone().lock_owned().await;
                 if let Some(done) = ctx
                     .journal
                     .sink_state(&self.name, &key)
@@ -1061,7 +1085,7 @@ impl Sink for AlertsSink {
                     }
                     AlertSendOutcome {
                         sink: &self.name,
-                        channel: cname,
+                        channel: &p.channel.name,
                         outcome: "skipped",
                         event_key: &ev.key,
                         error: None,
@@ -1069,59 +1093,24 @@ impl Sink for AlertsSink {
                     .emit();
                     continue;
                 }
-                let result = self.send(&p, &ev).await;
-                let record = |outcome: &str, detail: Value| {
-                    let v = json!({
-                        "event": ev.key, "channel": cname, "type": p.channel.type_name(),
-                        "outcome": outcome, "detail": detail, "at": rfc3339_ms(Utc::now()),
-                    });
-                    let v = if outcome == "failed" {
-                        let mut v = v;
-                        v["error"] = v["detail"].clone();
-                        v
-                    } else {
-                        v
-                    };
-                    ctx.journal
-                        .set_sink_state(&self.name, &key, &v.to_string())
-                        .map_err(journal_err)
-                };
-                match result {
-                    Ok(id) => {
-                        record("sent", json!(id))?;
-                        AlertSendOutcome {
-                            sink: &self.name,
-                            channel: cname,
-                            outcome: "sent",
-                            event_key: &ev.key,
-                            error: None,
-                        }
-                        .emit();
-                    }
-                    Err(SendError::Permanent(reason)) => {
-                        record("failed", json!(reason))?;
-                        AlertSendOutcome {
-                            sink: &self.name,
-                            channel: cname,
-                            outcome: "failed",
-                            event_key: &ev.key,
-                            error: Some(&reason),
-                        }
-                        .emit();
-                        failed.push(format!("{what}: {reason}"));
-                    }
+                let task = tokio::spawn(send_and_record(
+                    self.inner.clone(),
+                    ctx.journal.clone(),
+                    ev.clone(),
+                    p,
+                    key,
+                    guard,
+                ));
+                let result = task.await.map_err(|e| {
+                    SinkError::retryable("alert_task", format!("send task failed: {e}"))
+                })?;
+                match result? {
+                    Ok(_) => {}
+                    Err(SendError::Permanent(reason)) => failed.push(format!("{what}: {reason}")),
                     Err(SendError::Transient {
                         reason,
                         retry_after,
                     }) => {
-                        AlertSendOutcome {
-                            sink: &self.name,
-                            channel: cname,
-                            outcome: "retry",
-                            event_key: &ev.key,
-                            error: Some(&reason),
-                        }
-                        .emit();
                         let ra = retry.as_ref().and_then(|r| r.1).max(retry_after);
                         retry = Some((format!("{what}: {reason}"), ra));
                     }
@@ -1170,6 +1159,53 @@ impl Sink for AlertsSink {
     }
 }
 
+/// Sends one message and records the outcome in the journal (sent, or
+/// failed for good) before releasing `inflight`. Runs as its own task so a
+/// dropped delivery cannot interrupt it between the send and the record.
+async fn send_and_record(
+    inner: Arc<Inner>,
+    journal: crate::journal::Journal,
+    ev: Arc<AuditEvent>,
+    p: Planned,
+    key: String,
+    inflight: tokio::sync::OwnedMutexGuard<()>,
+) -> Result<Result<String, SendError>, SinkError> {
+    let result = inner.send(&p, &ev).await;
+    let cname = p.channel.name.as_str();
+    let record = |outcome: &str, detail: &str| {
+        let mut v = json!({
+            "event": ev.key, "channel": cname, "type": p.channel.type_name(),
+            "outcome": outcome, "at": rfc3339_ms(Utc::now()),
+        });
+        v[if outcome == "failed" { "error" } else { "id" }] = json!(detail);
+        journal
+            .set_sink_state(&inner.name, &key, &v.to_string())
+            .map_err(journal_err)
+    };
+    let (outcome, error) = match &result {
+        Ok(id) => {
+            record("sent", id)?;
+            ("sent", None)
+        }
+        Err(SendError::Permanent(reason)) => {
+            record("failed", reason)?;
+            ("failed", Some(reason.as_str()))
+        }
+        Err(SendError::Transient { reason, .. }) => ("retry", Some(reason.as_str())),
+        Err(SendError::Auth(reason)) => ("retry", Some(reason.as_str())),
+    };
+    AlertSendOutcome {
+        sink: &inner.name,
+        channel: cname,
+        outcome,
+        event_key: &ev.key,
+        error,
+    }
+    .emit();
+    drop(inflight);
+    Ok(result)
+}
+
 /// Whether an event is past `max_age` (zero = no limit).
 pub fn too_old(time: chrono::DateTime<Utc>, now: chrono::DateTime<Utc>, max_age: Duration) -> bool {
     !max_age.is_zero() && (now - time).to_std().is_ok_and(|age| age > max_age)
@@ -1178,7 +1214,7 @@ pub fn too_old(time: chrono::DateTime<Utc>, now: chrono::DateTime<Utc>, max_age:
 /// How a recipient appears in errors and dead letters: chats by id,
 /// webhooks by host; phone numbers only by their last 4 digits (personal
 /// data).
-fn recipient_label(p: &Planned<'_>) -> String {
+fn recipient_label(p: &Planned) -> String {
     match p.channel.kind {
         ChannelKind::Sms { .. } => {
             let tail: String = p
