@@ -246,15 +246,22 @@ async fn sms(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (status, resp, seen) = sms_inner(&sim, &account, &extension, &headers, &body).await;
-    if let Some(mut s) = seen {
-        s.status = status;
-        lock(&sim.messaging.sms).push(s);
-    }
-    if status == 200 {
-        sim.bump(|c| c.sms_sent += 1);
-    }
-    resp
+    // Like a real server, a request once received is processed to the end
+    // even if the client goes away meanwhile (hyper would otherwise drop
+    // this handler with the connection).
+    let task = tokio::spawn(async move {
+        let (status, resp, seen) = sms_inner(&sim, &account, &extension, &headers, &body).await;
+        if let Some(mut s) = seen {
+            s.status = status;
+            lock(&sim.messaging.sms).push(s);
+        }
+        if status == 200 {
+            sim.bump(|c| c.sms_sent += 1);
+        }
+        resp
+    });
+    task.await
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 async fn sms_inner(
