@@ -622,10 +622,11 @@ fn parse_all(entry: &SinkEntry, issues: &mut Vec<ConfigIssue>, resolve: bool) ->
         Some(Value::Array(a)) => a,
         _ => Vec::new(),
     };
+    let any_rule = !raw.is_empty();
     for item in raw {
         let index = item.get("index").and_then(Value::as_u64).unwrap_or(0);
         let rule = item.get("rule").cloned().unwrap_or(Value::Null);
-        let enabled = rule.get("enabled").and_then(Value::as_bool).unwrap_or(true);
+        // None for a disabled rule (no issue) or an invalid one (issues).
         if let Some(r) = rules::parse_rule(
             rule,
             &format!("alerts[{index}]"),
@@ -634,11 +635,11 @@ fn parse_all(entry: &SinkEntry, issues: &mut Vec<ConfigIssue>, resolve: bool) ->
             issues,
         ) {
             rules_out.push(r);
-        } else if !enabled {
-            continue;
         }
     }
-    if rules_out.is_empty() && issues.len() == start {
+    // Every rule disabled is allowed (alerts paused); none at all is a
+    // mistake.
+    if !any_rule && issues.len() == start {
         issues.push(ConfigIssue::new(
             path,
             format!(
@@ -1236,6 +1237,80 @@ fn recipient_label(p: &Planned) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cfg(text: &str) -> Config {
+        Config::from_toml_str(&format!("[journal]\npath = \"/tmp/x.db\"\n{text}")).expect("parses")
+    }
+
+    #[test]
+    fn validate_names_misplaced_rules_and_bad_channels() {
+        let c = cfg(r#"
+[[sinks]]
+kind = "alerts"
+name = "a"
+time_zone = "Mars/Olympus"
+[sinks.channels.sms]
+type = "sms"
+from = "6505550100"
+to = ["+14155550123", "+14155550123", "+1", "+2", "+3", "+4"]
+[sinks.channels.hook]
+type = "webhook"
+url = "ftp://example.com/x"
+
+[[alerts]]
+name = "r"
+categories = "rc_user_info_email"
+channels = ["hook"]
+
+[[alerts]]
+name = "s"
+sink = "b"
+categories = "rc_user_info_email"
+channels = ["hook"]
+"#);
+        let all: Vec<String> = validate(&c).iter().map(|i| i.to_string()).collect();
+        let all = all.join("\n");
+        for needle in [
+            "alerts[1].sink: no enabled sink of kind `alerts` is named `b`",
+            "sinks[0].time_zone: unknown time zone `Mars/Olympus`",
+            "sinks[0].channels.sms.from: `6505550100` is not an E.164 number",
+            "sinks[0].channels.sms.to: needs 1 to 5 entries, has 6",
+            "sinks[0].channels.sms.to[1]: `+14155550123` is listed twice",
+            "sinks[0].channels.sms.to[2]: `+1` is not an E.164 number",
+            "sinks[0].channels.hook.url: must be an http:// or https:// URL",
+            "sinks[0].ringcentral: missing",
+        ] {
+            assert!(all.contains(needle), "missing `{needle}` in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let c = cfg(include_str!("../../../config/examples/alerts.toml"));
+        let issues = validate(&c);
+        assert!(issues.is_empty(), "{issues:?}");
+        let entry = attach_rules(&c.sinks[0], &c);
+        let mut issues = Vec::new();
+        let p = parse_all(&entry, &mut issues, false).expect("parses");
+        assert_eq!(p.rules.len(), 3);
+        assert_eq!(p.channels.len(), 3);
+    }
+
+    #[test]
+    fn rules_without_an_alerts_sink_are_reported() {
+        let c = cfg(r#"
+[[alerts]]
+name = "r"
+categories = "rc_user_info_email"
+channels = ["hook"]
+"#);
+        let all: Vec<String> = validate(&c).iter().map(|i| i.to_string()).collect();
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert!(
+            all[0].starts_with("alerts[0]: no enabled sink of kind `alerts`"),
+            "{all:?}"
+        );
+    }
 
     #[test]
     fn max_age() {
