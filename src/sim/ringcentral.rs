@@ -386,6 +386,13 @@ impl RingCentralSim {
         *lock(&self.error_rate) = r;
     }
 
+    /// Every access and refresh token issued so far (tests check none leaks).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.tokens).keys().cloned().collect();
+        v.extend(lock(&self.refresh).keys().cloned());
+        v
+    }
+
     /// Fault: revokes every access and refresh token.
     pub fn revoke_tokens(&self) {
         for t in lock(&self.tokens).values_mut() {
