@@ -7,6 +7,7 @@
 //! on loopback and returns a handle.
 
 pub mod limiter;
+pub mod symphony;
 
 use std::net::SocketAddr;
 
