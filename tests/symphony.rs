@@ -612,3 +612,25 @@ async fn simulator_wire_format() {
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["code"], 401);
 }
+
+// The documented example builds as is (with a real key file).
+#[tokio::test]
+async fn example_config_builds() {
+    let h = Harness::new(symphony::Config::default()).await;
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/examples/symphony.toml"
+    ))
+    .expect("example");
+    let text = text.replace(
+        "/var/run/secrets/trailkeep/symphony-acme.pem",
+        &h.key_path.display().to_string(),
+    );
+    let toml = format!(
+        "[journal]\npath = \"{}\"\n{text}",
+        h.journal_path().display()
+    );
+    let source = build_source(&toml).expect("example builds");
+    assert_eq!(source.kind(), "symphony");
+    assert_eq!(source.name(), "acme-pod");
+}

@@ -50,6 +50,17 @@ impl Reply {
     }
 }
 
+/// The rate-limit group a request belongs to, for the metric label.
+fn rate_group(what: &str) -> &'static str {
+    if what.contains("/login/") {
+        "login"
+    } else if what.contains("/relay/") {
+        "key_manager"
+    } else {
+        "agent"
+    }
+}
+
 pub struct Http {
     pub client: reqwest::Client,
     pub stream: StreamId,
@@ -89,7 +100,7 @@ impl Http {
                         RateLimitHit {
                             source: &self.stream.source,
                             tenant: &self.stream.tenant,
-                            group: "agent",
+                            group: rate_group(what),
                             retry_after,
                         }
                         .emit();
