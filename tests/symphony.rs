@@ -634,3 +634,122 @@ async fn example_config_builds() {
     assert_eq!(source.kind(), "symphony");
     assert_eq!(source.name(), "acme-pod");
 }
+
+/// Polls the journal (written by a child process) until the stream's
+/// watermark reached `until_ms` and the archive sink confirmed everything.
+async fn wait_journal_drained(
+    j: &trailkeep::journal::Journal,
+    child: &mut std::process::Child,
+    until_ms: i64,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let wm = j
+            .checkpoint(&stream_id())
+            .expect("checkpoint")
+            .and_then(|c| c.watermark)
+            .map(|w| w.timestamp_millis());
+        let sunk = j.sink_cursor("archive").expect("cursor") >= j.max_seq().expect("max");
+        if wm.is_some_and(|w| w >= until_ms) && sunk {
+            return;
+        }
+        assert!(
+            child.try_wait().expect("child").is_none(),
+            "trailkeep exited early"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not drained: {wm:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// 4b. The same crash with the real binary and SIGKILL: `trailkeep run` is
+//     killed with a request in flight; the next `trailkeep run` resumes at
+//     the saved cursor and the archive ends up exact.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_window_resumes_from_saved_cursor() {
+    use std::process::{Command, Stdio};
+    let h = Harness::new(symphony::Config {
+        faults: Faults {
+            stall_after_requests: Some(4),
+            ..Faults::default()
+        },
+        ..symphony::Config::default()
+    })
+    .await;
+    let now = now_ms();
+    let last = now - 3_600_000;
+    h.sim
+        .inject(symphony::generate(1_000, now - 95 * DAY_MS, last, 6));
+    let config = h.dir.path().join("trailkeep.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[telemetry]\nlisten = \"\"\nlog_format = \"text\"\nlog_level = \"warn\"\n{}",
+            h.config("limit = 50")
+        ),
+    )
+    .expect("config");
+    // Create the journal here first, so the test can read it while the
+    // child runs.
+    let j = trailkeep::journal::Journal::open(&h.journal_path(), None).expect("journal");
+    let spawn = |log: &str| {
+        let out = std::fs::File::create(h.dir.path().join(log)).expect("log");
+        Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+            .args(["run", "-c"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("spawn trailkeep")
+    };
+
+    let mut first = spawn("run1.log");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while h.sim.counters().stalled == 0 {
+        assert!(
+            first.try_wait().expect("child").is_none(),
+            "trailkeep exited: {}",
+            std::fs::read_to_string(h.dir.path().join("run1.log")).unwrap_or_default()
+        );
+        assert!(tokio::time::Instant::now() < deadline, "never stalled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    let open = j
+        .checkpoint(&stream_id())
+        .expect("checkpoint")
+        .and_then(|c| c.open_window)
+        .expect("killed inside a window");
+    let cursor = open.cursor.clone().expect("with a cursor");
+    let before_restart = h.sim.requests().len();
+    h.sim.set_faults(Faults::default());
+
+    let mut second = spawn("run2.log");
+    wait_journal_drained(&j, &mut second, last + 1).await;
+    // SIGTERM: an orderly stop.
+    let pid = i32::try_from(second.id()).expect("pid");
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = second.wait().expect("second run exits");
+    assert!(status.success(), "{status:?}");
+
+    let reqs = h.sim.requests();
+    let resumed = &reqs[before_restart];
+    assert_eq!(
+        resumed.after.as_deref(),
+        Some(cursor.as_str()),
+        "{resumed:?}"
+    );
+    assert_eq!(parse(&resumed.start), open.from.timestamp_millis());
+    assert_eq!(parse(&resumed.end), open.to.timestamp_millis());
+    assert!(!reqs[before_restart..]
+        .iter()
+        .any(|r| { parse(&r.start) == open.from.timestamp_millis() && r.after.is_none() }));
+    assert_archive_matches_sim(&h);
+    assert_no_long_window(&h);
+}

@@ -26,6 +26,7 @@
 //! page's first item); the texts of 401 / 429 / 5xx messages.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -403,8 +404,13 @@ pub fn router(state: Arc<State>) -> Router {
 
 /// Starts the simulator on 127.0.0.1 (any free port).
 pub async fn start(cfg: Config) -> std::io::Result<(Arc<State>, SimHandle)> {
+    start_on(cfg, loopback()).await
+}
+
+/// Starts the simulator on `addr` (`trailkeep sim`).
+pub async fn start_on(cfg: Config, addr: SocketAddr) -> std::io::Result<(Arc<State>, SimHandle)> {
     let state = State::new(cfg).map_err(std::io::Error::other)?;
-    let handle = serve(router(state.clone()), loopback()).await?;
+    let handle = serve(router(state.clone()), addr).await?;
     Ok((state, handle))
 }
 
