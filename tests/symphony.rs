@@ -753,3 +753,28 @@ async fn sigkill_mid_window_resumes_from_saved_cursor() {
     assert_archive_matches_sim(&h);
     assert_no_long_window(&h);
 }
+
+// The demo's source entry runs against `start_demo` with nothing prepared
+// by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_entry_runs_against_start_demo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secrets = dir.path().join("secrets");
+    let (sim, handle) = symphony::start_demo(300, &secrets).await.expect("demo sim");
+    let text = format!(
+        "[journal]\npath = \"${{DATA_DIR}}/journal.db\"\n{}",
+        symphony::DEMO_SOURCE_TOML
+    )
+    .replace("${DATA_DIR}", &dir.path().display().to_string())
+    .replace("${SYMPHONY_URL}", &handle.url());
+    let source = build_source(&text).expect("demo entry builds");
+    let stream = source.streams().remove(0);
+    let events = walk(&*stream, &window_days(29)).await.expect("walk");
+    assert!(!events.is_empty());
+    assert!(source
+        .check_connection()
+        .await
+        .expect("check")
+        .contains("demo-bot"));
+    assert_eq!(sim.counters().logins_ok, 1);
+}

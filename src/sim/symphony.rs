@@ -132,6 +132,9 @@ pub struct Config {
     pub seed_items: u32,
     pub seed_days: u32,
     pub seed: u64,
+    /// New records per second while running (demo live traffic), stamped
+    /// with the current time.
+    pub live_per_second: f64,
     pub faults: Faults,
 }
 
@@ -147,6 +150,7 @@ impl Default for Config {
             seed_items: 0,
             seed_days: 90,
             seed: 1,
+            live_per_second: 0.0,
             faults: Faults::default(),
         }
     }
@@ -409,8 +413,67 @@ pub async fn start(cfg: Config) -> std::io::Result<(Arc<State>, SimHandle)> {
 
 /// Starts the simulator on `addr` (`trailkeep sim`).
 pub async fn start_on(cfg: Config, addr: SocketAddr) -> std::io::Result<(Arc<State>, SimHandle)> {
+    let live = cfg.live_per_second;
+    let seed = cfg.seed;
     let state = State::new(cfg).map_err(std::io::Error::other)?;
     let handle = serve(router(state.clone()), addr).await?;
+    if live > 0.0 {
+        let (s, stop) = (state.clone(), handle.stop_token());
+        tokio::spawn(async move {
+            let mut owed = 0.0f64;
+            let mut round = 0u64;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                owed += live / 2.0;
+                let n = owed.floor() as usize;
+                if n > 0 {
+                    owed -= n as f64;
+                    round += 1;
+                    let now = now_ms(0);
+                    s.inject(generate(n, now - 499, now, seed.wrapping_add(round)));
+                }
+            }
+        });
+    }
+    Ok((state, handle))
+}
+
+/// The source entry `trailkeep demo` can add to its config; `${SYMPHONY_URL}`
+/// and `${DATA_DIR}` are its usual placeholders, and the key file is the
+/// one `start_demo` writes.
+pub const DEMO_SOURCE_TOML: &str = r#"
+[[sources]]
+kind = "symphony"
+name = "acme-symphony"
+pod_url = "${SYMPHONY_URL}"
+username = "demo-bot"
+private_key = { file = "${DATA_DIR}/secrets/symphony-demo-bot.pem" }
+start_at = "95d"
+poll_interval = "2s"
+overlap = "30s"
+settle_delay = "1s"
+"#;
+
+/// For `trailkeep demo`: the simulator with `records` records over the last
+/// 90 days and live traffic (1 record/s), and the service account
+/// `demo-bot` whose key pair is made now: the public key registered, the
+/// private key written to `secrets_dir/symphony-demo-bot.pem` (0600).
+/// Placeholder for `DEMO_SOURCE_TOML`: `SYMPHONY_URL` = the handle's URL.
+pub async fn start_demo(
+    records: u32,
+    secrets_dir: &Path,
+) -> std::io::Result<(Arc<State>, SimHandle)> {
+    let (state, handle) = start(Config {
+        seed_items: records,
+        seed_days: 90,
+        live_per_second: 1.0,
+        ..Config::default()
+    })
+    .await?;
+    provision_account(&state, "demo-bot", secrets_dir).map_err(std::io::Error::other)?;
     Ok((state, handle))
 }
 
