@@ -778,3 +778,31 @@ async fn demo_entry_runs_against_start_demo() {
         .contains("demo-bot"));
     assert_eq!(sim.counters().logins_ok, 1);
 }
+
+// A server stricter than 30 days: the 400 becomes WindowTooLarge, the
+// planner halves the window until it passes, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_refused_by_server_is_shrunk() {
+    let mut h = Harness::new(symphony::Config {
+        max_window_days: 10,
+        ..symphony::Config::default()
+    })
+    .await;
+    h.start_at = "40d".into();
+    let now = now_ms();
+    let last = now - 3_600_000;
+    h.sim
+        .inject(symphony::generate(300, now - 39 * DAY_MS, last, 8));
+    let r = run(h.pipeline("").await);
+    r.wait_drained(last + 1, Duration::from_secs(60)).await;
+    r.stop().await;
+    assert_archive_matches_sim(&h);
+    let c = h.sim.counters();
+    assert_eq!(c.window_too_large_400, 2, "29.96 d -> 14.98 d -> 7.49 d");
+    // Reported under its own error class (no other test here meets it).
+    let errors = trailkeep::telemetry::METRICS
+        .source_errors_total
+        .with_label_values(&["symphony", "acme", "privilegeduser", "window_too_large"])
+        .get();
+    assert_eq!(errors, 2);
+}

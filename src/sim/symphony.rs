@@ -101,7 +101,8 @@ pub struct Faults {
     pub burst_5xx: u32,
     /// The next N login requests (pod) answer 503.
     pub login_5xx: u32,
-    /// `Retry-After` of the 429s, in milliseconds (sent as seconds).
+    /// `Retry-After` of the 429s, in milliseconds (sent as seconds; 0 =
+    /// no header).
     pub retry_after_ms: u64,
     /// Delay before every answer, in milliseconds.
     pub latency_ms: u64,
@@ -127,6 +128,10 @@ pub struct Config {
     /// The simulator's clock runs this many seconds ahead (negative:
     /// behind) of the host's: JWT `exp` checks and the default `endTimestamp`.
     pub clock_skew_secs: i64,
+    /// Longest window accepted, in days (the vendor: 30). Lower it to make
+    /// the server stricter than the client expects (tests of the
+    /// shrink-on-400 path); the 400 body stays the vendor's.
+    pub max_window_days: u32,
     /// Generate this many records at start (demo), spread over `seed_days`
     /// up to now.
     pub seed_items: u32,
@@ -147,6 +152,7 @@ impl Default for Config {
             require_key_manager_token: false,
             numbers_as_strings: false,
             clock_skew_secs: 0,
+            max_window_days: 30,
             seed_items: 0,
             seed_days: 90,
             seed: 1,
@@ -655,9 +661,12 @@ fn answer_audit(state: &State, headers: &HeaderMap, q: &HashMap<String, String>)
         g.counters.rate_limited_429 += 1;
         let ms = g.cfg.faults.retry_after_ms;
         let mut r = error_body(429, "Too many requests");
-        let secs = format!("{}", ms as f64 / 1000.0);
-        if let Ok(v) = HeaderValue::from_str(&secs) {
-            r.headers_mut().insert("retry-after", v);
+        // 0 = no Retry-After header (the client falls back to its backoff).
+        if ms > 0 {
+            let secs = format!("{}", ms as f64 / 1000.0);
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                r.headers_mut().insert("retry-after", v);
+            }
         }
         return r;
     }
@@ -736,7 +745,7 @@ fn answer_audit(state: &State, headers: &HeaderMap, q: &HashMap<String, String>)
         Ok(e) => e.unwrap_or_else(|| now_ms(g.cfg.clock_skew_secs)),
         Err(e) => return bad(&mut g, &e),
     };
-    if end - start > MAX_WINDOW_MS {
+    if end - start > MAX_WINDOW_MS.min(i64::from(g.cfg.max_window_days) * 86_400_000) {
         g.counters.window_too_large_400 += 1;
         return (
             StatusCode::BAD_REQUEST,
