@@ -806,3 +806,28 @@ async fn window_refused_by_server_is_shrunk() {
         .get();
     assert_eq!(errors, 2);
 }
+
+// An item that cannot be normalised is rejected with where and why; the
+// rest of the page is kept.
+#[tokio::test]
+async fn unreadable_item_is_rejected_with_location() {
+    let h = Harness::new(symphony::Config::default()).await;
+    let now = now_ms();
+    let mut items = symphony::generate(20, now - DAY_MS, now - 60_000, 4);
+    items.push(json!({"timestamp": now - 120_000, "initiatorId": 1, "note": "no action"}));
+    h.sim.inject(items);
+    let page = h
+        .stream("")
+        .fetch_page(&window_days(2), None)
+        .await
+        .expect("page");
+    assert_eq!(page.events.len(), 20);
+    assert_eq!(page.rejected.len(), 1);
+    let r = &page.rejected[0];
+    assert!(r.reason.contains("actionName"), "{r:?}");
+    assert!(
+        r.location.contains(AUDIT_PATH) && r.location.contains("item"),
+        "{r:?}"
+    );
+    assert!(r.raw.contains("no action"));
+}
