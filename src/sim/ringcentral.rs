@@ -131,6 +131,8 @@ pub struct Counters {
 /// One search request as received.
 #[derive(Clone, Debug, Serialize)]
 pub struct SearchSeen {
+    /// Milliseconds since the simulator started.
+    pub at_ms: u64,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub page: u64,
@@ -150,6 +152,8 @@ pub struct RingCentralSim {
     error_rate: Mutex<f64>,
     rng: Mutex<StdRng>,
     next_id: AtomicU64,
+    live_paused: std::sync::atomic::AtomicBool,
+    started: Instant,
     /// Extra routes state (SMS, Team Messaging) lives in `messaging`.
     pub messaging: super::ringcentral_messaging::Messaging,
 }
@@ -215,6 +219,8 @@ impl RingCentralSim {
             searches: Mutex::new(Vec::new()),
             storm_until: Mutex::new(None),
             next_id: AtomicU64::new(1),
+            live_paused: std::sync::atomic::AtomicBool::new(false),
+            started: Instant::now(),
             messaging: Default::default(),
         });
         let n = sim.cfg.initial_records;
@@ -369,6 +375,11 @@ impl RingCentralSim {
         if let Some(l) = self.limiters.get("heavy") {
             l.force_penalty(&self.cfg.client_id, self.cfg.penalty.0);
         }
+    }
+
+    /// Pauses or resumes the live traffic generator.
+    pub fn pause_live(&self, paused: bool) {
+        self.live_paused.store(paused, Ordering::SeqCst);
     }
 
     pub fn set_error_rate(&self, r: f64) {
@@ -683,8 +694,19 @@ async fn search(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let resp = search_inner(&sim, &account, &headers, &body).await;
+    let at_ms = sim.started.elapsed().as_millis() as u64;
+    let resp = search_inner(&sim, &account, &headers, &body, at_ms).await;
     let status = resp.status().as_u16();
+    if status != 200 {
+        let now = Utc::now();
+        lock(&sim.searches).push(SearchSeen {
+            at_ms,
+            from: now,
+            to: now,
+            page: 0,
+            status,
+        });
+    }
     let mut c = lock(&sim.counters);
     c.search_requests += 1;
     *c.search_by_status.entry(status).or_default() += 1;
@@ -696,6 +718,7 @@ async fn search_inner(
     account: &str,
     headers: &HeaderMap,
     body: &Bytes,
+    at_ms: u64,
 ) -> Response {
     let rate_h = match sim.gate(headers, "heavy").await {
         Ok(h) => h,
@@ -753,6 +776,7 @@ async fn search_inner(
     let per_page = num(&req.per_page).unwrap_or(100).clamp(1, 1000) as u64;
     {
         lock(&sim.searches).push(SearchSeen {
+            at_ms,
             from,
             to,
             page,
@@ -953,7 +977,11 @@ pub async fn start_on(
             let mut tick = tokio::time::interval(every);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => { s.add_live(); }
+                    _ = tick.tick() => {
+                        if !s.live_paused.load(Ordering::SeqCst) {
+                            s.add_live();
+                        }
+                    }
                     _ = stop.cancelled() => return,
                 }
             }
