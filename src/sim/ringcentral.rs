@@ -416,7 +416,13 @@ impl RingCentralSim {
             return (Verdict::Allowed { remaining: 0 }, 0);
         };
         if self.cfg.unlimited {
-            return (Verdict::Allowed { remaining: l.limit }, l.limit);
+            // Advertise it, as a generous server would: clients pace by headers.
+            return (
+                Verdict::Allowed {
+                    remaining: 1_000_000,
+                },
+                1_000_000,
+            );
         }
         if lock(&self.storm_until).is_some_and(|u| Instant::now() < u) {
             return (
