@@ -267,4 +267,8 @@ fn print_summary(journal: &Journal, sinks: &[String], sims: &Sims) {
             s.sink, s.delivered, s.pending, s.dead_letters
         );
     }
+    println!(
+        "\nalerts received by the simulators: {} SMS, {} Team Messaging posts",
+        rc.sms_sent, rc.posts_created
+    );
 }
