@@ -226,18 +226,25 @@ def panels():
                 "{{source}}/{{tenant}}/{{stream}}")],
         g(12, y, 12, 8), unit="s", steps=[("red", None), ("green", 604800)]))
     y += 8
+    p.append(timeseries(
+        "Time since last committed page",
+        "Seconds since each stream last committed a page to the journal. "
+        "Quiet tenants commit rarely; compare with the lag panel.",
+        [target(f'time() - max by (source, tenant, stream) (trailkeep_source_last_success_timestamp_seconds{{{STREAM_SEL}}})',
+                "{{source}}/{{tenant}}/{{stream}}")],
+        g(0, y, 8, 6), unit="s"))
     p.append(state_timeline(
         "Window saturated",
         "1 while a stream's last window hit the source's record cap.",
         f'max by (source, tenant, stream) (trailkeep_source_window_saturated{{{STREAM_SEL}}})',
-        "{{source}}/{{tenant}}/{{stream}}", g(0, y, 12, 6), "ok", "saturated"))
+        "{{source}}/{{tenant}}/{{stream}}", g(8, y, 8, 6), "ok", "saturated"))
     p.append(timeseries(
         "Horizon gaps",
         "Intervals lost for good because they were past the source's "
         "retention when the stream got to them.",
         [target(f'sum by (source, tenant, stream) (increase(trailkeep_source_gaps_total{{{STREAM_SEL}}}[$__rate_interval]))',
                 "{{source}}/{{tenant}}/{{stream}}")],
-        g(12, y, 12, 6), bars=True))
+        g(16, y, 8, 6), bars=True))
     y += 6
 
     p.append(row("Sources: ingest, requests, rate limits, auth", y)); y += 1
