@@ -44,13 +44,15 @@ case "$desc" in
     *"statically linked"*|*"static-pie linked"*) ;;
     *) echo "build-static: FAIL: $BIN is not statically linked" >&2; exit 1 ;;
 esac
-if ldd "$BIN" >/dev/null 2>&1; then
-    # ldd exits 0 only for dynamic executables.
-    echo "build-static: FAIL: ldd lists shared libraries for $BIN:" >&2
-    ldd "$BIN" >&2
+# ldd prints "not a dynamic executable" (static) or "statically linked"
+# (static-pie); anything else means shared libraries are needed.
+ldd_out="$(ldd "$BIN" 2>&1 || true)"
+if ! grep -qE 'not a dynamic executable|statically linked' <<< "$ldd_out"; then
+    echo "build-static: FAIL: $BIN needs shared libraries:" >&2
+    echo "$ldd_out" >&2
     exit 1
 fi
-echo "build-static: ldd: not a dynamic executable (ok)" >&2
+echo "build-static: ldd: $(echo $ldd_out) (ok)" >&2
 
 # --- smoke test ---------------------------------------------------------------
 if [[ "$SMOKE" == 1 ]]; then
