@@ -420,7 +420,10 @@ pub struct JournalOpened<'a> {
 
 impl InternalEvent for JournalOpened<'_> {
     fn emit(self) {
-        METRICS.journal_full.with_label_values(&[self.journal]).set(0);
+        METRICS
+            .journal_full
+            .with_label_values(&[self.journal])
+            .set(0);
     }
 }
 
@@ -439,7 +442,10 @@ impl InternalEvent for StreamRegistered<'_> {
             .journal_events_stored_total
             .with_label_values(&l)
             .inc_by(0);
-        METRICS.journal_duplicates_total.with_label_values(&l).inc_by(0);
+        METRICS
+            .journal_duplicates_total
+            .with_label_values(&l)
+            .inc_by(0);
         METRICS
             .source_rejected_records_total
             .with_label_values(&l)
