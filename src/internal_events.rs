@@ -479,3 +479,38 @@ impl InternalEvent for SinkRegistered<'_> {
         }
     }
 }
+
+/// The source API refused a window as too long (Symphony's 30-day rule).
+/// A client bug: the planner halves the window and goes on.
+pub struct SourceWindowTooLarge<'a> {
+    pub stream: &'a StreamId,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub message: &'a str,
+}
+
+impl InternalEvent for SourceWindowTooLarge<'_> {
+    fn emit(self) {
+        error!(stream = %self.stream, from = %self.from, to = %self.to,
+               days = (self.to - self.from).num_milliseconds() as f64 / 86_400_000.0,
+               message = self.message,
+               "source refused the window as too long; shrinking it (this is a bug: please report it)");
+    }
+}
+
+/// A source request failed transiently (429, 5xx, transport) and is retried
+/// after `retry_in`.
+pub struct SourceRequestRetrying<'a> {
+    pub stream: &'a StreamId,
+    pub what: &'a str,
+    pub status: u16,
+    pub attempt: u32,
+    pub retry_in: Duration,
+}
+
+impl InternalEvent for SourceRequestRetrying<'_> {
+    fn emit(self) {
+        warn!(stream = %self.stream, request = self.what, status = self.status, attempt = self.attempt,
+              retry_in_ms = self.retry_in.as_millis() as u64, "source request failed; retrying");
+    }
+}

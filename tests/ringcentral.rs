@@ -530,5 +530,19 @@ fn bad_config_exits_2_naming_the_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Environment overrides reach the same validation, named by key path.
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&file)
+        .env("TRAILKEEP__TELEMETRY__LISTEN", "not-an-address")
+        .env("TRAILKEEP__JOURNAL__RETENTION", "forever")
+        .output()
+        .expect("run check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("telemetry.listen") && stderr.contains("journal.retention"),
+        "{stderr}"
+    );
     let _ = rfc3339_ms(Utc::now());
 }

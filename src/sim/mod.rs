@@ -9,6 +9,7 @@
 pub mod limiter;
 pub mod ringcentral;
 pub mod ringcentral_messaging;
+pub mod symphony;
 
 use std::net::SocketAddr;
 

@@ -67,6 +67,12 @@ pub struct Config {
     /// Fault knobs.
     pub latency: HumanDuration,
     pub error_rate: f64,
+    /// Benchmarks: this many extra records computed from their index on
+    /// demand (never stored), spread evenly over `synthetic_span` before
+    /// the simulator's start. Time filter and paging apply; other filters
+    /// do not.
+    pub synthetic_records: u64,
+    pub synthetic_span: HumanDuration,
 }
 
 impl Default for Config {
@@ -95,6 +101,8 @@ impl Default for Config {
             late_by: HumanDuration(Duration::from_secs(60)),
             latency: HumanDuration(Duration::ZERO),
             error_rate: 0.0,
+            synthetic_records: 0,
+            synthetic_span: HumanDuration(Duration::from_secs(30 * 86_400)),
         }
     }
 }
@@ -154,6 +162,7 @@ pub struct RingCentralSim {
     next_id: AtomicU64,
     live_paused: std::sync::atomic::AtomicBool,
     started: Instant,
+    started_at: DateTime<Utc>,
     /// Extra routes state (SMS, Team Messaging) lives in `messaging`.
     pub messaging: super::ringcentral_messaging::Messaging,
 }
@@ -221,6 +230,7 @@ impl RingCentralSim {
             next_id: AtomicU64::new(1),
             live_paused: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),
+            started_at: Utc::now(),
             messaging: Default::default(),
         });
         let n = sim.cfg.initial_records;
@@ -386,6 +396,13 @@ impl RingCentralSim {
         *lock(&self.error_rate) = r;
     }
 
+    /// Every access and refresh token issued so far (tests check none leaks).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.tokens).keys().cloned().collect();
+        v.extend(lock(&self.refresh).keys().cloned());
+        v
+    }
+
     /// Fault: revokes every access and refresh token.
     pub fn revoke_tokens(&self) {
         for t in lock(&self.tokens).values_mut() {
@@ -399,7 +416,13 @@ impl RingCentralSim {
             return (Verdict::Allowed { remaining: 0 }, 0);
         };
         if self.cfg.unlimited {
-            return (Verdict::Allowed { remaining: l.limit }, l.limit);
+            // Advertise it, as a generous server would: clients pace by headers.
+            return (
+                Verdict::Allowed {
+                    remaining: 1_000_000,
+                },
+                1_000_000,
+            );
         }
         if lock(&self.storm_until).is_some_and(|u| Instant::now() < u) {
             return (
@@ -800,6 +823,9 @@ async fn search_inner(
             rate_h,
         );
     }
+    if sim.cfg.synthetic_records > 0 {
+        return synthetic_page(sim, from, to, page, per_page, rate_h);
+    }
     sim.evict();
     let recs = lock(&sim.records);
     let search = req.search_string.as_deref().map(str::to_lowercase);
@@ -860,6 +886,86 @@ async fn search_inner(
         .collect();
     drop(recs);
     let mut paging = json!({"perPage": per_page, "total": total_pages, "totalFound": total_found});
+    if !records.is_empty() {
+        paging["page"] = json!(page);
+    }
+    (
+        StatusCode::OK,
+        rate_h,
+        Json(json!({"records": records, "paging": paging})),
+    )
+        .into_response()
+}
+
+/// Synthetic record `i` (0 = oldest): deterministic, cheap, realistic.
+fn synthetic_record(sim: &RingCentralSim, i: u64, t: DateTime<Utc>) -> Value {
+    let (action, etype) = ACTIONS[(i % ACTIONS.len() as u64) as usize];
+    let (aid, anum, aname, arole) = ADMINS[(i % ADMINS.len() as u64) as usize];
+    let (tid, tnum, tname) = USERS[((i / 3) % USERS.len() as u64) as usize];
+    let (f, o, n) = FIELDS[((i / 7) % FIELDS.len() as u64) as usize];
+    json!({
+        "id": format!("syn-{:010}", i),
+        "eventTime": rfc3339_ms(t),
+        "eventType": etype,
+        "actionId": action,
+        "accountId": sim.cfg.account_id,
+        "clientIp": "203.0.113.17",
+        "initiator": {"extensionId": aid, "extensionNumber": anum, "name": aname, "role": arole},
+        "target": {"objectId": tid, "objectType": "Extension", "name": tname, "extensionNumber": tnum},
+        "details": {"parameters": [{"key":"settingName","value":f},{"key":"oldValue","value":o},{"key":"newValue","value":n}]},
+    })
+}
+
+impl RingCentralSim {
+    fn synthetic_time(&self, i: u64) -> DateTime<Utc> {
+        let span_ms = self.cfg.synthetic_span.0.as_millis() as i64;
+        let n = self.cfg.synthetic_records.max(1) as i64;
+        let start = self.started_at - chrono::Duration::milliseconds(span_ms);
+        start + chrono::Duration::milliseconds(span_ms * i as i64 / n)
+    }
+
+    /// Ids of every synthetic record (tests of the bench path).
+    pub fn synthetic_ids(&self) -> impl Iterator<Item = String> + '_ {
+        (0..self.cfg.synthetic_records).map(|i| format!("syn-{:010}", i))
+    }
+}
+
+fn synthetic_page(
+    sim: &RingCentralSim,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    page: u64,
+    per_page: u64,
+    rate_h: HeaderMap,
+) -> Response {
+    let n = sim.cfg.synthetic_records;
+    // Index range [lo, hi) whose times fall in [from, to]: times increase with i.
+    let first_at_or_after = |t: DateTime<Utc>| -> u64 {
+        let (mut lo, mut hi) = (0u64, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if sim.synthetic_time(mid) < t {
+                lo = mid + 1
+            } else {
+                hi = mid
+            }
+        }
+        lo
+    };
+    let lo = first_at_or_after(from);
+    let hi = first_at_or_after(to + chrono::Duration::milliseconds(1));
+    let total_found = hi.saturating_sub(lo);
+    let skip = (page - 1) * per_page;
+    // Newest first.
+    let records: Vec<Value> = (0..per_page)
+        .map(|k| skip + k)
+        .take_while(|k| *k < total_found)
+        .map(|k| {
+            let i = hi - 1 - k;
+            synthetic_record(sim, i, sim.synthetic_time(i))
+        })
+        .collect();
+    let mut paging = json!({"perPage": per_page, "total": total_found.div_ceil(per_page), "totalFound": total_found});
     if !records.is_empty() {
         paging["page"] = json!(page);
     }
