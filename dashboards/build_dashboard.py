@@ -466,8 +466,25 @@ def dashboard():
     }
 
 
+def validate(d):
+    """Layout sanity Grafana does not enforce: unique ids, panels inside the
+    24-column grid and not overlapping."""
+    cells, ids = {}, set()
+    for p in d["panels"]:
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24, f"panel {p['title']!r} is wider than the grid"
+        assert p["id"] not in ids, f"duplicate panel id {p['id']}"
+        ids.add(p["id"])
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"panel {p['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = p["title"]
+
+
 def main():
-    text = json.dumps(dashboard(), indent=2) + "\n"
+    d = dashboard()
+    validate(d)
+    text = json.dumps(d, indent=2) + "\n"
     if "--check" in sys.argv[1:]:
         if not OUT.exists() or OUT.read_text() != text:
             print(f"{OUT} is out of date: run {Path(__file__).name} and commit", file=sys.stderr)
