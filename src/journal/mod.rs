@@ -618,7 +618,7 @@ impl Journal {
         let n = self
             .writer()
             .execute(
-                "DELETE FROM events WHERE seq <= ?1 AND ingested_ms < ?2",
+                "DELETE FROM events WHERE seq <= ?1 AND ingested_ms <= ?2",
                 params![min_cursor as i64, cutoff],
             )
             .map_err(|e| self.err(e))?;
