@@ -7,6 +7,7 @@
 //! on loopback and returns a handle.
 
 pub mod limiter;
+pub mod vbrick;
 
 use std::net::SocketAddr;
 
