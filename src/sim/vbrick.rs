@@ -175,8 +175,10 @@ pub enum TruncateMode {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
-    /// The next N audit responses are cut mid-row.
+    /// The next N audit responses with rows are cut mid-row...
     pub truncate_next: u32,
+    /// ...after letting this many such responses through whole.
+    pub truncate_after: u32,
     pub truncate_mode: TruncateMode,
     /// The next N audit requests answer `fail_status` (default 500).
     pub fail_next: u32,
@@ -412,14 +414,12 @@ impl State {
         &self.cfg
     }
 
-    /// Adds rows (kept sorted by time; rows written as JavaScript text are
-    /// kept at whole seconds, as that text carries no more).
+    /// Adds rows (kept sorted by time, at the precision their `When` text
+    /// carries: milliseconds, or whole seconds for JavaScript text).
     pub fn inject(&self, rows: impl IntoIterator<Item = Row>) {
         let mut inner = self.lock();
         for mut r in rows {
-            if r.when_style == WhenStyle::Js {
-                r.when = trunc_secs(r.when);
-            }
+            normalise(&mut r);
             let at = inner.rows.partition_point(|x| x.when <= r.when);
             inner.rows.insert(at, r);
         }
@@ -439,6 +439,7 @@ impl State {
                     {
                         r.when_style = WhenStyle::Js;
                     }
+                    normalise(&mut r);
                     r
                 })
                 .collect::<Vec<_>>()
@@ -451,7 +452,9 @@ impl State {
     pub fn make_row(&self, entity_key: &str, when: DateTime<Utc>) -> Row {
         let mut inner = self.lock();
         let Inner { rng, gen, .. } = &mut *inner;
-        gen.row_of(rng, entity_key, when)
+        let mut r = gen.row_of(rng, entity_key, when);
+        normalise(&mut r);
+        r
     }
 
     pub fn rows(&self) -> Vec<Row> {
@@ -563,8 +566,13 @@ fn chrono_d(d: Duration) -> chrono::Duration {
     crate::util::chrono_duration(d)
 }
 
-fn trunc_secs(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+/// Keeps `when` at the precision its text carries.
+fn normalise(r: &mut Row) {
+    r.when = match r.when_style {
+        WhenStyle::Iso => DateTime::from_timestamp_millis(r.when.timestamp_millis()),
+        WhenStyle::Js => DateTime::from_timestamp(r.when.timestamp(), 0),
+    }
+    .unwrap_or(r.when);
 }
 
 fn random_token(rng: &mut StdRng) -> String {
@@ -671,7 +679,8 @@ async fn do_login(state: &State, route: &str, body: &Bytes, api_key: bool) -> Re
     } else {
         (text("username"), text("password"))
     };
-    if let Some(s) = state.lock().faults.login_status {
+    let forced = state.lock().faults.login_status;
+    if let Some(s) = forced {
         state.lock().counters.logins_refused += 1;
         let status = StatusCode::from_u16(s).unwrap_or(StatusCode::UNAUTHORIZED);
         return match s {
@@ -996,9 +1005,14 @@ async fn audit(
         resp_headers.push(("nextContinuationToken", String::new()));
     }
     let truncate = if inner.faults.truncate_next > 0 && !page.is_empty() {
-        inner.faults.truncate_next -= 1;
-        inner.counters.truncated += 1;
-        Some(inner.faults.truncate_mode)
+        if inner.faults.truncate_after > 0 {
+            inner.faults.truncate_after -= 1;
+            None
+        } else {
+            inner.faults.truncate_next -= 1;
+            inner.counters.truncated += 1;
+            Some(inner.faults.truncate_mode)
+        }
     } else {
         None
     };
