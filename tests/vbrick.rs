@@ -801,3 +801,143 @@ dir = "{d}/a"
     }
     assert!(!all.contains("sim-secret"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_wire_format_matches_rev() {
+    let env = Env::new(sim::Config {
+        rate_limit: 3,
+        ..Default::default()
+    })
+    .await;
+    let rows = make_rows(&env.sim, "Network:User", 150, 20, 1);
+    env.sim.inject(rows);
+    let http = reqwest::Client::new();
+    let url = env.handle.url();
+    // Bad credentials: 401, empty body.
+    let r = http
+        .post(format!("{url}/api/v2/authenticate"))
+        .json(&serde_json::json!({"apiKey": "sim-api-key", "secret": "wrong"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 401);
+    assert!(r.bytes().await.expect("body").is_empty());
+    let login: serde_json::Value = http
+        .post(format!("{url}/api/v2/authenticate"))
+        .json(&serde_json::json!({"apiKey": "sim-api-key", "secret": "sim-secret"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(login["issuer"], "VBrick");
+    let token = login["token"].as_str().expect("token");
+    assert!(parse(login["expiration"].as_str().expect("expiration")) > Utc::now());
+
+    // Raw HTTP/1.1, to see header names as sent.
+    let now = Utc::now();
+    let path = format!(
+        "/network/audit/accounts/{}/users?fromDate={}&toDate={}",
+        env.sim.config().account_id,
+        trailkeep::util::rfc3339_ms(now - chrono::Duration::days(1)),
+        trailkeep::util::rfc3339_ms(now)
+    );
+    let raw = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(env.handle.addr)
+            .await
+            .expect("connect");
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: rev\r\nAuthorization: vbrick {token}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("write");
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.expect("read");
+        String::from_utf8(buf).expect("utf8")
+    };
+    let (head, body) = raw.split_once("\r\n\r\n").expect("head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    for h in [
+        "\r\nTotalrecords: 150\r\n",
+        "\r\nNextfromdate: ",
+        "\r\nNextcontinuationtoken: ",
+        "\r\nContent-Type: text/csv",
+    ] {
+        assert!(head.contains(h), "{h:?} not in {head}");
+    }
+    assert!(!head.contains("nextcontinuationtoken"));
+    let body = body.trim_end_matches("0\r\n\r\n");
+    assert!(body.contains(&format!("{}\r\n", sim::CSV_HEADER)));
+    assert!(
+        body.contains("\"{\"\"Id\"\":\"\""),
+        "JSON columns with doubled quotes"
+    );
+
+    // Second page via the continuation: totalRecords counts from the new
+    // fromDate, and no continuation headers on the last page.
+    let next_from = head
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix("Nextfromdate: "))
+        .expect("nextFromDate");
+    let next_token = head
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix("Nextcontinuationtoken: "))
+        .expect("token");
+    let r = http
+        .get(format!(
+            "{url}/network/audit/accounts/{}/users",
+            env.sim.config().account_id
+        ))
+        .query(&[
+            ("fromDate", next_from),
+            ("toDate", &trailkeep::util::rfc3339_ms(now)),
+            ("nextContinuationToken", next_token),
+        ])
+        .header("Authorization", format!("VBrick {token}"))
+        .send()
+        .await
+        .expect("page 2");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("nextcontinuationtoken").is_none());
+    let text = r.text().await.expect("text");
+    assert_eq!(text.split("\r\n").count(), 51, "header + 50 rows");
+    assert!(!text.ends_with("\r\n"));
+
+    // Over the per-endpoint budget: 429, plain text, Retry-After.
+    let r = http
+        .get(format!("{url}{path}"))
+        .header("Authorization", format!("VBrick {token}"))
+        .send()
+        .await
+        .expect("third");
+    assert_eq!(r.status(), 200, "3rd request of the window is allowed");
+    let r = http
+        .get(format!("{url}{path}"))
+        .header("Authorization", format!("VBrick {token}"))
+        .send()
+        .await
+        .expect("fourth");
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    assert_eq!(r.text().await.expect("text"), "Too Many Requests");
+    // Other endpoints have their own budget.
+    let r = http
+        .get(format!("{url}{}", path.replace("/users?", "/groups?")))
+        .header("Authorization", format!("VBrick {token}"))
+        .send()
+        .await
+        .expect("groups");
+    assert_eq!(r.status(), 200);
+    // A bad token: 401, empty body.
+    let r = http
+        .get(format!("{url}{path}"))
+        .header("Authorization", "VBrick nope")
+        .send()
+        .await
+        .expect("bad token");
+    assert_eq!(r.status(), 401);
+    assert!(r.bytes().await.expect("body").is_empty());
+}

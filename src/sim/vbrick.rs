@@ -48,7 +48,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::limiter::{SlidingLimiter, Verdict};
-use super::{loopback, serve, SimHandle};
+use super::{loopback, SimHandle};
 use crate::util::{rfc3339_ms, HumanDuration};
 
 /// The header row of every audit response.
@@ -615,9 +615,7 @@ pub fn router(state: Arc<State>) -> Router {
 
 /// Starts the simulator on 127.0.0.1 (a free port).
 pub async fn start(cfg: Config) -> std::io::Result<(Arc<State>, SimHandle)> {
-    let state = State::new(cfg);
-    let handle = serve(router(state.clone()), loopback()).await?;
-    Ok((state, handle))
+    start_on(cfg, loopback()).await
 }
 
 /// Starts the simulator on a given address (for `trailkeep sim`/`demo`).
@@ -626,8 +624,56 @@ pub async fn start_on(
     addr: std::net::SocketAddr,
 ) -> std::io::Result<(Arc<State>, SimHandle)> {
     let state = State::new(cfg);
-    let handle = serve(router(state.clone()), addr).await?;
+    let handle = serve_mixed_case(router(state.clone()), addr).await?;
     Ok((state, handle))
+}
+
+/// Like `sim::serve`, but header names go on the wire in mixed case
+/// (`Totalrecords`, `Nextcontinuationtoken`, `Content-Type`) instead of
+/// the lower case axum writes, so clients that compare header names
+/// case-sensitively fail here as they would against Rev. (hyper cannot
+/// write arbitrary camel case such as `nextContinuationToken`; title case
+/// is the mixed case it can write.)
+pub async fn serve_mixed_case(
+    router: Router,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<SimHandle> {
+    use tokio_util::sync::CancellationToken;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        // Out of descriptors or similar: do not spin.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = s.cancelled() => break,
+            };
+            let svc = hyper_util::service::TowerToHyperService::new(router.clone());
+            let s2 = s.clone();
+            tokio::spawn(async move {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .title_case_headers(true)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = s2.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+    });
+    Ok(SimHandle { addr: local, stop })
 }
 
 fn error(status: StatusCode, code: &str, detail: &str) -> Response {
@@ -996,8 +1042,8 @@ async fn audit(
                 expires: Instant::now() + ttl,
             },
         );
-        // Mixed case on purpose: Rev sends these camel-cased, clients
-        // read them case-insensitively.
+        // Written camel-cased as Rev documents them; on the wire they go
+        // out in title case (see `serve_mixed_case`).
         resp_headers.push(("totalRecords", total.to_string()));
         resp_headers.push(("nextFromDate", rfc3339_ms(next_from)));
         resp_headers.push(("nextContinuationToken", token));
