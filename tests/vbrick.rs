@@ -941,3 +941,24 @@ async fn simulator_wire_format_matches_rev() {
     assert_eq!(r.status(), 401);
     assert!(r.bytes().await.expect("body").is_empty());
 }
+
+#[tokio::test]
+async fn example_config_builds() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("rev-secret"), "s3cret").expect("secret");
+    let d = dir.path().display();
+    let example = include_str!("../config/examples/vbrick.toml")
+        .replace("/var/run/secrets/trailkeep", &d.to_string());
+    let text = format!(
+        "[journal]\npath = \"{d}/j.db\"\n{example}\n[[sinks]]\nkind = \"archive\"\nname = \"a\"\ndir = \"{d}/a\"\n"
+    );
+    let cfg = Config::from_toml_str(&text).expect("config");
+    let (_, sources, _) = trailkeep::cli::from_config(cfg).await.expect("builds");
+    let names: Vec<String> = sources[0]
+        .streams()
+        .iter()
+        .map(|s| s.id().stream.clone())
+        .collect();
+    assert_eq!(names, ALL);
+    assert_eq!(sources[0].kind(), "vbrick");
+}

@@ -118,6 +118,9 @@ pub struct Config {
     /// Share of seeded rows whose `When` is JavaScript `Date.toString()`
     /// text instead of ISO-8601 (0.0..=1.0).
     pub js_when_share: f64,
+    /// New rows per second written at the current time while running
+    /// (live traffic for the demo; 0 = none).
+    pub live_per_second: f64,
     /// Fault knobs in force at start.
     pub faults: Faults,
 }
@@ -144,6 +147,7 @@ impl Default for Config {
             seed_span: Duration::from_secs(2 * 86_400),
             seed_settle: Duration::from_secs(600),
             js_when_share: 0.0,
+            live_per_second: 0.0,
             faults: Faults::default(),
         }
     }
@@ -623,8 +627,33 @@ pub async fn start_on(
     cfg: Config,
     addr: std::net::SocketAddr,
 ) -> std::io::Result<(Arc<State>, SimHandle)> {
+    let live = cfg.live_per_second;
     let state = State::new(cfg);
     let handle = serve_mixed_case(router(state.clone()), addr).await?;
+    if live > 0.0 && live.is_finite() {
+        let weak = Arc::downgrade(&state);
+        let stop = handle.stop.clone();
+        let every = Duration::from_secs_f64(1.0 / live.min(1_000.0));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            let mut i = 0usize;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                let Some(st) = weak.upgrade() else { return };
+                let now = Utc::now();
+                let row = {
+                    let mut inner = st.lock();
+                    let Inner { rng, gen, .. } = &mut *inner;
+                    gen.row(rng, i, now, now + chrono::Duration::milliseconds(1))
+                };
+                st.inject([row]);
+                i += 1;
+            }
+        });
+    }
     Ok((state, handle))
 }
 

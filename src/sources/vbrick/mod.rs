@@ -615,11 +615,21 @@ impl VbrickStream {
         let next_token = header(&headers, "nextcontinuationtoken")
             .map(str::trim)
             .filter(|t| !t.is_empty());
+        let next_from = header(&headers, "nextfromdate")
+            .map(str::trim)
+            .filter(|f| !f.is_empty());
+        // A continuation that starts at or past toDate cannot hold rows of
+        // this window (and Rev refuses fromDate >= toDate): the walk ends.
+        let past_end = next_from
+            .and_then(|f| chrono::DateTime::parse_from_rfc3339(f).ok())
+            .is_some_and(|f| f >= window.to);
+        if past_end && next_token.is_some() {
+            tracing::warn!(stream = %self.id, next_from = next_from.unwrap_or_default(), to = %to, "nextFromDate at or past toDate; window complete");
+        }
+        let next_token = next_token.filter(|_| !past_end);
         let next = next_token.map(|t| {
-            let from = header(&headers, "nextfromdate")
-                .map(str::trim)
-                .filter(|f| !f.is_empty())
-                .map_or_else(|| cursor.from.clone(), str::to_string);
+            // Without nextFromDate the token alone carries the position.
+            let from = next_from.map_or_else(|| cursor.from.clone(), str::to_string);
             let c = Cursor {
                 page: cursor.page.saturating_add(1),
                 from,
