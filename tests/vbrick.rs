@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use trailkeep::config::Config;
@@ -961,4 +961,55 @@ async fn example_config_builds() {
         .collect();
     assert_eq!(names, ALL);
     assert_eq!(sources[0].kind(), "vbrick");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_continuation_tokens_fall_back_to_next_from_date() {
+    // Every token is expired by the time it comes back (as after a long
+    // outage): each continuation is refused once, then read without it.
+    let env = Env::new(sim::Config {
+        continuation_ttl: Duration::ZERO,
+        ..Default::default()
+    })
+    .await;
+    let rows = make_rows(&env.sim, "Network:User", 350, 20, 1);
+    env.sim.inject(rows.clone());
+    let extra = format!("{}\ncollections = [\"users\"]", env.api_key());
+    let (p, journal) = env
+        .pipeline(&env.toml_one_window("rev-stale", &extra))
+        .await;
+    run_until_drained(p).await;
+
+    assert_exactly(&journal_events(&journal), &rows, "journal");
+    let c = env.sim.counters();
+    assert_eq!(c.status(400), 3, "{c:?}");
+    assert_eq!(c.status(200), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_sharing_one_instant_page_without_loss() {
+    let env = Env::new(sim::Config::default()).await;
+    let when = Utc::now() - chrono::Duration::hours(3);
+    let rows: Vec<Row> = (0..250)
+        .map(|_| env.sim.make_row("Media:Video", when))
+        .collect();
+    let distinct: BTreeSet<String> = rows.iter().map(|r| r.csv_line()).collect();
+    env.sim.inject(rows.clone());
+    let extra = format!("{}\ncollections = [\"videos\"]", env.api_key());
+    let (p, journal) = env.pipeline(&env.toml_one_window("rev-ties", &extra)).await;
+    run_until_drained(p).await;
+
+    let events = journal_events(&journal);
+    // Rows identical in every column are one event (no row id exists).
+    assert_eq!(events.len(), distinct.len());
+    let keys: BTreeSet<&str> = events.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys.len(), events.len());
+    assert!(events.iter().all(|e| e.time
+        == when
+            .with_nanosecond(when.nanosecond() / 1_000_000 * 1_000_000)
+            .expect("ms")));
+    let log = env.sim.requests();
+    let ok = ok_requests(&log, "videos");
+    assert_eq!(ok.len(), 3);
+    assert_eq!(ok.iter().map(|r| r.rows).sum::<usize>(), 250);
 }

@@ -51,6 +51,9 @@ use super::limiter::{SlidingLimiter, Verdict};
 use super::{loopback, SimHandle};
 use crate::util::{rfc3339_ms, HumanDuration};
 
+/// Request records kept for `requests()` / `/_sim/requests`.
+const MAX_LOG: usize = 100_000;
+
 /// The header row of every audit response.
 pub const CSV_HEADER: &str =
     "MessageKey,EntityKey,EntityId,When,Principal,Message,PreviousState,CurrentState";
@@ -424,9 +427,11 @@ impl State {
         let mut inner = self.lock();
         for mut r in rows {
             normalise(&mut r);
-            let at = inner.rows.partition_point(|x| x.when <= r.when);
-            inner.rows.insert(at, r);
+            inner.rows.push(r);
         }
+        // Stable: rows at the same instant keep their insertion order. The
+        // sort is linear on already-sorted input plus a sorted tail.
+        inner.rows.sort_by_key(|r| r.when);
     }
 
     /// Generates `n` realistic rows of every EntityKey type spread over
@@ -528,6 +533,10 @@ impl State {
         let mut inner = self.lock();
         *inner.counters.statuses.entry(rec.status).or_default() += 1;
         inner.counters.rows_served += rec.rows as u64;
+        // Bounded for long `trailkeep sim` runs: the oldest entries go.
+        if inner.log.len() >= MAX_LOG {
+            inner.log.drain(..MAX_LOG / 10);
+        }
         inner.log.push(rec);
     }
 

@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::config::{parse_settings, resolve_secret, ConfigIssue, SecretRef, SourceEntry};
-use crate::internal_events::{InternalEvent, SourceRequestCompleted};
+use crate::internal_events::{
+    InternalEvent, SourceCursorRestarted, SourceRequestCompleted, SourceRequestRetrying,
+};
 use crate::model::StreamId;
 use crate::net::http::{header, read_body, MAX_BODY_BYTES};
 use crate::net::rate::RateBudget;
@@ -457,8 +459,9 @@ enum Outcome {
     Page(Page),
     /// Try again right away (after a re-login or a stale-token fallback).
     Again,
-    /// Try again after this long.
-    Wait(Duration, SourceError),
+    /// Try again after this long (`Duration::MAX`: give up now); the
+    /// HTTP status (0 = none).
+    Wait(Duration, SourceError, u16),
 }
 
 impl VbrickStream {
@@ -501,9 +504,10 @@ impl VbrickStream {
                 return Outcome::Wait(
                     backoff_delay(attempt, Duration::from_millis(500), Duration::from_secs(10)),
                     e,
+                    0,
                 )
             }
-            Err(e) => return Outcome::Wait(Duration::MAX, e),
+            Err(e) => return Outcome::Wait(Duration::MAX, e, 0),
         };
         self.budget.acquire().await;
         let mut query: Vec<(&str, &str)> = vec![("fromDate", &cursor.from), ("toDate", to)];
@@ -527,6 +531,7 @@ impl VbrickStream {
                 return Outcome::Wait(
                     backoff_delay(attempt, Duration::from_millis(500), Duration::from_secs(10)),
                     SourceError::Transient(format!("GET {path}: {}", e.without_url())),
+                    0,
                 );
             }
         };
@@ -544,6 +549,7 @@ impl VbrickStream {
                         SourceError::Auth(format!(
                             "GET {path} answered 401 again right after a new login"
                         )),
+                        401,
                     );
                 }
                 *relogged = true;
@@ -557,6 +563,7 @@ impl VbrickStream {
                     SourceError::Transient(format!(
                         "GET {path} answered 429 on every attempt (rate limited)"
                     )),
+                    429,
                 );
             }
             400 | 404 | 410 if !cursor.token.is_empty() => {
@@ -564,7 +571,13 @@ impl VbrickStream {
                 // we were down): restart the walk at nextFromDate without it.
                 // Rows at that instant come again; the journal drops them as
                 // duplicates, so nothing is lost.
-                tracing::warn!(stream = %self.id, status, "continuation token refused; resuming at nextFromDate without it");
+                SourceCursorRestarted {
+                    stream: &self.id,
+                    reason: &format!(
+                        "GET {path} refused the continuation token ({status}); resuming at nextFromDate without it"
+                    ),
+                }
+                .emit();
                 cursor.token.clear();
                 return Outcome::Again;
             }
@@ -573,6 +586,7 @@ impl VbrickStream {
                 return Outcome::Wait(
                     backoff_delay(attempt, Duration::from_millis(500), Duration::from_secs(10)),
                     SourceError::Transient(format!("GET {path} answered {s}: {detail}")),
+                    s,
                 );
             }
             s => {
@@ -580,6 +594,7 @@ impl VbrickStream {
                 return Outcome::Wait(
                     Duration::MAX,
                     SourceError::Rejected(format!("GET {path} answered {s}: {detail}")),
+                    s,
                 );
             }
         }
@@ -589,6 +604,7 @@ impl VbrickStream {
                 return Outcome::Wait(
                     Duration::MAX,
                     SourceError::Malformed(format!("GET {path}: {e} (page will be fetched again)")),
+                    200,
                 )
             }
         };
@@ -609,6 +625,7 @@ impl VbrickStream {
                 return Outcome::Wait(
                     Duration::MAX,
                     SourceError::Malformed(format!("GET {path}: {}", e.0)),
+                    200,
                 )
             }
         };
@@ -674,7 +691,13 @@ impl StreamSource for VbrickStream {
             Some(Err(e)) => {
                 // Not ours (an older format?): re-read the window; the
                 // journal drops what was stored already.
-                tracing::warn!(stream = %self.id, error = %e, "unreadable saved cursor; re-reading the window from its start");
+                SourceCursorRestarted {
+                    stream: &self.id,
+                    reason: &format!(
+                        "unreadable saved cursor ({e}); re-reading the window from its start"
+                    ),
+                }
+                .emit();
                 Cursor {
                     page: 1,
                     from: rfc3339_ms(window.from),
@@ -697,15 +720,25 @@ impl StreamSource for VbrickStream {
                 Outcome::Page(p) => return Ok(p),
                 Outcome::Again if free_retries > 0 => free_retries -= 1,
                 Outcome::Again => attempt += 1,
-                Outcome::Wait(d, e) => {
+                Outcome::Wait(d, e, status) => {
                     if d == Duration::MAX {
                         return Err(e);
                     }
                     attempt += 1;
-                    last = Some(e);
-                    if attempt < self.shared.max_attempts && !d.is_zero() {
-                        tokio::time::sleep(d).await;
+                    if attempt < self.shared.max_attempts {
+                        SourceRequestRetrying {
+                            stream: &self.id,
+                            what: &self.path_for_errors(),
+                            status,
+                            attempt,
+                            retry_in: d,
+                        }
+                        .emit();
+                        if !d.is_zero() {
+                            tokio::time::sleep(d).await;
+                        }
                     }
+                    last = Some(e);
                 }
             }
         }
