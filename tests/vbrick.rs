@@ -241,7 +241,9 @@ async fn e2e_all_collections_exactly_once_with_minimal_requests() {
         now - chrono::Duration::hours(1),
     );
     let (p, journal) = env.pipeline(&env.toml("rev-e2e", &env.api_key())).await;
+    let started = Instant::now();
     run_until_drained(p).await;
+    let elapsed = started.elapsed();
 
     // Journal and sink hold exactly the 2,500 rows, once each.
     let stored = journal_events(&journal);
@@ -306,6 +308,12 @@ async fn e2e_all_collections_exactly_once_with_minimal_requests() {
     }
     assert!(windows >= 12, "two windows per collection at least");
     let counters = env.sim.counters();
+    eprintln!(
+        "e2e: 2500 rows, 6 streams, {windows} windows, {} audit requests + {} login, drained in {:.2}s",
+        counters.audit_total(),
+        counters.login_total(),
+        elapsed.as_secs_f64()
+    );
     assert_eq!(counters.login_total(), 1, "one session for all six streams");
     assert_eq!(counters.status(401) + counters.status(429), 0);
     assert_eq!(counters.audit_total(), counters.status(200));
