@@ -494,6 +494,74 @@ impl InternalEvent for AlertChannelChecked<'_> {
     }
 }
 
+/// The pipeline opened its journal: its `journal_full` series starts at 0,
+/// so dashboards and alerts see the metric before the first pause.
+pub struct JournalOpened<'a> {
+    pub journal: &'a str,
+}
+
+impl InternalEvent for JournalOpened<'_> {
+    fn emit(self) {
+        METRICS
+            .journal_full
+            .with_label_values(&[self.journal])
+            .set(0);
+    }
+}
+
+/// A stream worker was started: its counters and the saturation flag are
+/// exposed at zero from the start, so `increase()` in alert rules sees the
+/// first event and panels show 0 rather than "no data".
+pub struct StreamRegistered<'a> {
+    pub stream: &'a StreamId,
+}
+
+impl InternalEvent for StreamRegistered<'_> {
+    fn emit(self) {
+        let l = self.stream.labels();
+        METRICS.source_events_total.with_label_values(&l).inc_by(0);
+        METRICS
+            .journal_events_stored_total
+            .with_label_values(&l)
+            .inc_by(0);
+        METRICS
+            .journal_duplicates_total
+            .with_label_values(&l)
+            .inc_by(0);
+        METRICS
+            .source_rejected_records_total
+            .with_label_values(&l)
+            .inc_by(0);
+        METRICS.source_gaps_total.with_label_values(&l).inc_by(0);
+        METRICS.source_window_saturated.with_label_values(&l).set(0);
+    }
+}
+
+/// A sink worker was started: `sink_halted` and the delivery counters are
+/// exposed at zero (and `splunk_pending_acks` for Splunk HEC sinks).
+pub struct SinkRegistered<'a> {
+    pub sink: &'a str,
+    pub kind: &'a str,
+}
+
+impl InternalEvent for SinkRegistered<'_> {
+    fn emit(self) {
+        METRICS.sink_halted.with_label_values(&[self.sink]).set(0);
+        for outcome in ["delivered", "dead_lettered"] {
+            METRICS
+                .sink_events_total
+                .with_label_values(&[self.sink, outcome])
+                .inc_by(0);
+        }
+        if self.kind == "splunk_hec" {
+            METRICS
+                .splunk_pending_acks
+                .with_label_values(&[self.sink])
+                .set(0);
+        }
+    }
+}
+
 /// The source API refused a window as too long (Symphony's 30-day rule).
 /// A client bug: the planner halves the window and goes on.
 pub struct SourceWindowTooLarge<'a> {
