@@ -1021,3 +1021,30 @@ async fn rows_sharing_one_instant_page_without_loss() {
     assert_eq!(ok.len(), 3);
     assert_eq!(ok.iter().map(|r| r.rows).sum::<usize>(), 250);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connection_logs_in_and_reads_the_audit() {
+    let env = Env::new(sim::Config::default()).await;
+    let build = |creds: String| {
+        let toml = env.toml("rev-check", &creds);
+        async move {
+            let cfg = Config::from_toml_str(&toml).expect("config");
+            let (_, sources, _) = trailkeep::cli::from_config(cfg).await.expect("build");
+            sources.into_iter().next().expect("source")
+        }
+    };
+    let ok = build(env.api_key()).await;
+    let text = ok.check_connection().await.expect("connects");
+    assert!(text.contains("audit API readable"), "{text}");
+    assert_eq!(env.sim.counters().requests.get("userAccess"), Some(&1));
+
+    let bad = build(format!(
+        "api_key = \"sim-api-key\"\nsecret = {{ file = \"{}/wrong\" }}",
+        env.path().display()
+    ))
+    .await;
+    let e = bad.check_connection().await.expect_err("refused");
+    assert!(matches!(e, trailkeep::sources::SourceError::Auth(_)), "{e}");
+    assert!(e.to_string().contains("answered 401"), "{e}");
+    assert!(!e.to_string().contains("not-the-secret"));
+}
