@@ -585,4 +585,65 @@ mod tests {
             "Record Ldap Connector User Logon"
         );
     }
+
+    mod props {
+        use super::*;
+        use crate::sim::vbrick::{Row, WhenStyle, CSV_HEADER};
+        use proptest::prelude::*;
+
+        fn row(title_old: &str, title_new: &str, when: DateTime<Utc>, style: WhenStyle) -> Row {
+            Row {
+                message_key: "Media:SaveVideoSettings".into(),
+                entity_key: "Media:Video".into(),
+                entity_id: "7f0c".into(),
+                when,
+                principal: serde_json::json!({"Id": "5a1e", "Username": title_new}),
+                message: serde_json::json!({"VideoId": "7f0c", "Settings": {"Title": title_new}}),
+                previous_state: serde_json::json!({"Title": title_old}),
+                current_state: serde_json::json!({"Title": title_new}),
+                when_style: style,
+                raw_line: None,
+            }
+        }
+
+        proptest! {
+            /// Whatever the JSON columns hold (quotes, commas, CR/LF,
+            /// any Unicode), the simulator's CSV reads back to the same
+            /// row: same time, actor, target and field change.
+            #[test]
+            fn simulator_csv_round_trips(
+                old in "\\PC{0,40}",
+                new in "[\"',\r\n a-zA-Z0-9éü漢]{0,40}",
+                secs in 0i64..4_000_000_000,
+                ms in 0i64..1000,
+                js in any::<bool>(),
+            ) {
+                let style = if js { WhenStyle::Js } else { WhenStyle::Iso };
+                let when = DateTime::from_timestamp(secs, 0).expect("ts")
+                    + chrono::Duration::milliseconds(if js { 0 } else { ms });
+                let r = row(&old, &new, when, style);
+                let body = format!("{CSV_HEADER}\r\n{}\r\n{}", r.csv_line(), r.csv_line());
+                let p = parse_body(body.as_bytes(), &PageContext { tenant: "t", stream: "videos", location: "w" })
+                    .expect("body");
+                prop_assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+                prop_assert_eq!(p.events.len(), 2);
+                let e = &p.events[0];
+                prop_assert_eq!(e.time, when);
+                prop_assert_eq!(&e.key, &p.events[1].key);
+                prop_assert_eq!(e.actor.id.as_deref(), Some("5a1e"));
+                prop_assert_eq!(e.target.id.as_deref(), Some("7f0c"));
+                if old != new {
+                    prop_assert_eq!(e.changes.clone(), vec![Change {
+                        field: "Title".into(),
+                        old: Some(old.clone()),
+                        new: Some(new.clone()),
+                    }]);
+                } else {
+                    prop_assert!(e.changes.is_empty());
+                }
+                prop_assert_eq!(e.raw["CurrentState"].as_str().map(str::to_string),
+                    Some(serde_json::json!({"Title": new}).to_string()));
+            }
+        }
+    }
 }
