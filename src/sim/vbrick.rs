@@ -1630,4 +1630,18 @@ mod tests {
                 .is_empty());
         }
     }
+
+    #[test]
+    fn config_reads_from_toml_with_human_durations() {
+        let c: Config = toml::from_str(
+            "session_timeout = \"2s\"\nrate_window = \"10s\"\nseed_rows = 5\n[faults]\nlatency_ms = 3\n",
+        )
+        .expect("toml");
+        assert_eq!(c.session_timeout, Duration::from_secs(2));
+        assert_eq!(c.rate_window, Duration::from_secs(10));
+        assert_eq!(c.seed_rows, 5);
+        assert_eq!(c.faults.latency_ms, 3);
+        assert_eq!(c.page_size, 100);
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+    }
 }
