@@ -229,6 +229,7 @@ impl Session {
             }
         };
         let status = resp.status();
+        let server_now = server_date(resp.headers());
         let body = read_body(resp, MAX_BODY_BYTES).await;
         if !status.is_success() {
             let detail = body
@@ -262,7 +263,7 @@ impl Session {
             self.emit_auth(how, Some(&msg));
             return Err(SourceError::Malformed(msg));
         };
-        let lifetime = self.lifetime_of(parsed.expiration.as_deref());
+        let lifetime = self.lifetime_of(parsed.expiration.as_deref(), server_now);
         st.refused = None;
         st.generation += 1;
         st.live = Some(Live {
@@ -290,6 +291,7 @@ impl Session {
             Err(_) => return Extend::Later,
         };
         let status = resp.status();
+        let server_now = server_date(resp.headers());
         let body = read_body(resp, MAX_BODY_BYTES).await;
         if status.is_success() {
             let exp = body
@@ -297,7 +299,7 @@ impl Session {
                 .and_then(|b| serde_json::from_slice::<ExtendResponse>(&b).ok())
                 .and_then(|r| r.expiration);
             self.emit_auth("extend_session", None);
-            return Extend::Extended(self.lifetime_of(exp.as_deref()));
+            return Extend::Extended(self.lifetime_of(exp.as_deref(), server_now));
         }
         let msg = format!("POST {route} answered {}", status.as_u16());
         self.emit_auth("extend_session", Some(&msg));
@@ -308,11 +310,20 @@ impl Session {
         }
     }
 
-    fn lifetime_of(&self, expiration: Option<&str>) -> Duration {
+    /// How long the session lasts from now: `expiration` less the later
+    /// of our clock and the server's (its `Date` header), so a clock behind
+    /// the server's never stretches the session (an early extension is
+    /// harmless; a late one costs a 401 and a login).
+    fn lifetime_of(&self, expiration: Option<&str>, server_now: Option<DateTime<Utc>>) -> Duration {
+        let now = Utc::now();
+        let now = server_now.map_or(now, |s| s.max(now));
         expiration
             .and_then(|e| DateTime::parse_from_rfc3339(e.trim()).ok())
-            .map(|e| e.with_timezone(&Utc) - Utc::now())
+            .map(|e| e.with_timezone(&Utc) - now)
             .and_then(|d| d.to_std().ok())
+            // An expiration already past (a clock far off and no Date
+            // header) must not make every call log in again: assume the
+            // default and let a 401 tell.
             .filter(|d| !d.is_zero())
             .unwrap_or(self.default_lifetime)
     }
@@ -326,6 +337,14 @@ impl Session {
         }
         .emit();
     }
+}
+
+/// The response's `Date` header (HTTP-date, whole seconds).
+fn server_date(headers: &reqwest::header::HeaderMap) -> Option<DateTime<Utc>> {
+    let text = headers.get("date")?.to_str().ok()?;
+    DateTime::parse_from_rfc2822(text.trim())
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
 }
 
 enum Extend {
