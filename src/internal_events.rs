@@ -596,3 +596,18 @@ impl InternalEvent for SourceRequestRetrying<'_> {
               retry_in_ms = self.retry_in.as_millis() as u64, "source request failed; retrying");
     }
 }
+
+/// A stream's saved in-window cursor could not be used (unreadable, or
+/// refused by the server as expired): the walk goes on from an earlier
+/// safe point and the journal drops what comes again as duplicates.
+pub struct SourceCursorRestarted<'a> {
+    pub stream: &'a StreamId,
+    pub reason: &'a str,
+}
+
+impl InternalEvent for SourceCursorRestarted<'_> {
+    fn emit(self) {
+        warn!(stream = %self.stream, reason = self.reason,
+              "saved cursor unusable; re-reading from an earlier point (duplicates are dropped)");
+    }
+}

@@ -10,6 +10,7 @@ pub mod limiter;
 pub mod ringcentral;
 pub mod ringcentral_messaging;
 pub mod symphony;
+pub mod vbrick;
 pub mod webhook;
 
 use std::net::SocketAddr;

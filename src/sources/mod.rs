@@ -8,6 +8,7 @@
 
 pub mod ringcentral;
 pub mod symphony;
+pub mod vbrick;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use crate::journal::RejectedRecord;
 use crate::model::{AuditEvent, StreamId};
 
 /// The source kinds this build knows.
-pub const KINDS: &[&str] = &["ringcentral", "symphony"];
+pub const KINDS: &[&str] = &["ringcentral", "symphony", "vbrick"];
 
 /// A closed time window `[from, to)` to read completely.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +114,7 @@ pub fn build(entry: &SourceEntry, issues: &mut Vec<ConfigIssue>) -> Option<Arc<d
     match entry.kind.as_str() {
         "ringcentral" => ringcentral::build(entry, issues),
         "symphony" => symphony::build(entry, issues),
+        "vbrick" => vbrick::build(entry, issues),
         other => {
             issues.push(ConfigIssue::new(
                 format!("{}.kind", entry.path),
