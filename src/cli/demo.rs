@@ -44,6 +44,7 @@ pub struct DemoArgs {
 struct Sims {
     rc: Arc<sim::ringcentral::RingCentralSim>,
     symphony: Arc<sim::symphony::State>,
+    vbrick: Arc<sim::vbrick::State>,
     _handles: Vec<sim::SimHandle>,
     vars: Vec<(&'static str, String)>,
 }
@@ -62,14 +63,23 @@ async fn start_sims(args: &DemoArgs, secrets: &Path) -> std::io::Result<Sims> {
     let (rc, rc_handle) = sim::ringcentral::start(rc_cfg).await?;
     let symphony_records = u32::try_from(args.records / 2).unwrap_or(u32::MAX);
     let (symphony, sy_handle) = sim::symphony::start_demo(symphony_records, secrets).await?;
+    let (vbrick, vb_handle) = sim::vbrick::start(sim::vbrick::Config {
+        seed_rows: args.records / 2,
+        live_per_second: 1.0,
+        ..Default::default()
+    })
+    .await?;
+    write_secret(secrets, "rev_secret", &vbrick.config().secret)?;
     let vars = vec![
         ("RINGCENTRAL_URL", rc_handle.url()),
         ("SYMPHONY_URL", sy_handle.url()),
+        ("VBRICK_URL", vb_handle.url()),
     ];
     Ok(Sims {
         rc,
         symphony,
-        _handles: vec![rc_handle, sy_handle],
+        vbrick,
+        _handles: vec![rc_handle, sy_handle, vb_handle],
         vars,
     })
 }
@@ -233,6 +243,7 @@ fn print_summary(journal: &Journal, sinks: &[String], sims: &Sims) {
     };
     let rc = sims.rc.counters();
     let sy = sims.symphony.counters();
+    let vb = sims.vbrick.counters();
     println!("\nSummary");
     println!(
         "{:<40} {:>8} {:>8} {:>8} {:>9} {:>6}",
@@ -249,6 +260,18 @@ fn print_summary(journal: &Journal, sinks: &[String], sims: &Sims) {
                 sy.audit_requests.to_string(),
                 sy.rate_limited_429.to_string(),
             )
+        } else if let Some((_, collection)) = s
+            .stream
+            .strip_prefix("vbrick/")
+            .and_then(|r| r.split_once('/'))
+        {
+            let route: u64 = vb
+                .requests
+                .iter()
+                .filter(|(k, _)| k.as_str() == collection)
+                .map(|(_, v)| *v)
+                .sum();
+            (route.to_string(), "-".into())
         } else {
             ("-".into(), "-".into())
         };
@@ -268,7 +291,10 @@ fn print_summary(journal: &Journal, sinks: &[String], sims: &Sims) {
         );
     }
     println!(
-        "\nalerts received by the simulators: {} SMS, {} Team Messaging posts",
-        rc.sms_sent, rc.posts_created
+        "\nvbrick: {} audit requests, {} answered 429; alerts received by the simulators: {} SMS, {} Team Messaging posts",
+        vb.audit_total(),
+        vb.statuses.get(&429).copied().unwrap_or(0),
+        rc.sms_sent,
+        rc.posts_created
     );
 }

@@ -20,6 +20,9 @@ pub struct SimArgs {
     /// Address of the Symphony simulator (pod, key manager and agent).
     #[arg(long, default_value = "127.0.0.1:18081")]
     pub symphony: SocketAddr,
+    /// Address of the Vbrick Rev simulator.
+    #[arg(long, default_value = "127.0.0.1:18082")]
+    pub vbrick: SocketAddr,
     /// Where the Symphony simulator writes the private key of its service
     /// account `demo-bot` (the public key is registered with it).
     #[arg(long, default_value = "./sim-secrets")]
@@ -33,6 +36,8 @@ struct SimFile {
     ringcentral: Option<sim::ringcentral::Config>,
     #[serde(default)]
     symphony: Option<sim::symphony::Config>,
+    #[serde(default)]
+    vbrick: Option<sim::vbrick::Config>,
 }
 
 pub async fn sim(args: SimArgs) -> ExitCode {
@@ -86,6 +91,23 @@ pub async fn sim(args: SimArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    let vb_cfg = file.vbrick.unwrap_or_else(|| sim::vbrick::Config {
+        seed_rows: 1_000,
+        ..Default::default()
+    });
+    let (vb, _vb_handle) = match sim::vbrick::start_on(vb_cfg, args.vbrick).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("trailkeep sim: cannot listen on {}: {e}", args.vbrick);
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "Vbrick Rev simulator on http://{}  (account {}, api key {}, secret in the sim config)",
+        _vb_handle.addr,
+        vb.config().account_id,
+        vb.config().api_key
+    );
     println!("Ctrl-C to stop.");
     let _ = tokio::signal::ctrl_c().await;
     ExitCode::SUCCESS
