@@ -7,6 +7,7 @@
 //! idempotent (deterministic keys) or carry the event key for de-duplication.
 
 pub mod archive;
+pub mod dynamodb;
 pub mod worker;
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crate::journal::{Journal, JournalRecord, SinkDeadLetter};
 pub use worker::SinkWorker;
 
 /// The sink kinds this build knows.
-pub const KINDS: &[&str] = &["archive"];
+pub const KINDS: &[&str] = &["archive", "dynamodb"];
 
 /// Batching limits a sink asks the worker for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +137,7 @@ pub trait Sink: Send + Sync {
 pub async fn build(entry: &SinkEntry, issues: &mut Vec<ConfigIssue>) -> Option<Arc<dyn Sink>> {
     match entry.kind.as_str() {
         "archive" => archive::build(entry, issues),
+        "dynamodb" => dynamodb::build(entry, issues).await,
         other => {
             issues.push(ConfigIssue::new(
                 format!("{}.kind", entry.path),
