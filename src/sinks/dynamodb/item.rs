@@ -63,7 +63,7 @@ pub fn partition_key(
 }
 
 /// The vendor's id: the event key without its `source:tenant:` prefix.
-pub fn native_id<'a>(ev: &'a AuditEvent) -> &'a str {
+pub fn native_id(ev: &AuditEvent) -> &str {
     ev.key
         .strip_prefix(&ev.source)
         .and_then(|r| r.strip_prefix(':'))
