@@ -7,6 +7,7 @@
 //! know about each other; the pipeline only knows their traits.
 
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod internal_events;
 pub mod journal;

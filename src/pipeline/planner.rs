@@ -87,6 +87,12 @@ pub fn plan(
             base = base.max(f);
         }
     }
+    // Less than one poll interval of settled time since the watermark:
+    // wait for the next poll rather than fetch slivers in a tight loop.
+    if checkpoint.watermark.is_some() && end_limit - base < chrono_duration(schedule.poll_interval)
+    {
+        return Plan::CaughtUp;
+    }
     let to = (from + max_window).min(end_limit);
     if to <= base || to <= from {
         return Plan::CaughtUp;

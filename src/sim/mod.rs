@@ -7,6 +7,8 @@
 //! on loopback and returns a handle.
 
 pub mod limiter;
+pub mod ringcentral;
+pub mod ringcentral_messaging;
 
 use std::net::SocketAddr;
 
@@ -27,6 +29,11 @@ impl SimHandle {
 
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+
+    /// A token cancelled when the simulator stops (for its background tasks).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
     }
 }
 

@@ -1,0 +1,60 @@
+//! `trailkeep sim`: serve the vendor simulators on chosen addresses.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde::Deserialize;
+
+use crate::sim;
+
+#[derive(clap::Args, Debug)]
+pub struct SimArgs {
+    /// TOML file of simulator knobs: a `[ringcentral]` table with the same
+    /// keys as the simulator's Config (limits, window, records, faults).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address of the RingCentral simulator.
+    #[arg(long, default_value = "127.0.0.1:18080")]
+    pub ringcentral: SocketAddr,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SimFile {
+    #[serde(default)]
+    ringcentral: Option<sim::ringcentral::Config>,
+}
+
+pub async fn sim(args: SimArgs) -> ExitCode {
+    let file: SimFile = match &args.config {
+        None => SimFile::default(),
+        Some(p) => match std::fs::read_to_string(p)
+            .map_err(|e| e.to_string())
+            .and_then(|t| toml::from_str(&t).map_err(|e| e.to_string()))
+        {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("trailkeep sim: {}: {e}", p.display());
+                return ExitCode::from(super::EXIT_CONFIG);
+            }
+        },
+    };
+    let rc_cfg = file
+        .ringcentral
+        .unwrap_or_else(|| sim::ringcentral::Config {
+            initial_records: 2_000,
+            ..Default::default()
+        });
+    let (rc, _rc_handle) = match sim::ringcentral::start_on(rc_cfg, args.ringcentral).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("trailkeep sim: cannot listen on {}: {e}", args.ringcentral);
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("RingCentral simulator on http://{}  (client_id {}, admin: /_sim/counters /_sim/records /_sim/faults)", _rc_handle.addr, rc.cfg.client_id);
+    println!("Ctrl-C to stop.");
+    let _ = tokio::signal::ctrl_c().await;
+    ExitCode::SUCCESS
+}
