@@ -62,7 +62,7 @@ fn noise(len: usize, seed: u64) -> String {
 // 1. ---------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e2e_each_event_key_lands_once_and_replay_keeps_the_count() {
+async fn e2e_journal_events_land_once_and_replay_keeps_the_count() {
     let env = env();
     let table = table_name("e2e");
     let endpoint = dynalite().endpoint();
@@ -128,6 +128,56 @@ async fn e2e_each_event_key_lands_once_and_replay_keeps_the_count() {
         by_key(&second),
         "replayed items are identical"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_demo_ringcentral_events_land_once_per_key_and_a_replayed_window_keeps_the_count() {
+    let (sim, handle) = rc_sim(600).await;
+    let endpoint = dynalite().endpoint();
+    let table = table_name("demo");
+    let env1 = env();
+    let cfg = env1.config(&format!(
+        "{}{}",
+        rc_source_toml(env1.dir.path(), &handle.url()),
+        env1.sink_toml(
+            "ddb",
+            &table,
+            &endpoint,
+            "create_table = true\nretention = \"7y\""
+        )
+    ));
+    run_pipeline(cfg, &env1.journal, LIMIT).await;
+    let mut keys = env1.journal.event_keys().unwrap();
+    keys.sort();
+    assert_eq!(
+        keys.len(),
+        sim.visible_ids().len(),
+        "every simulator record pulled"
+    );
+    let client = direct_client().await;
+    let first = scan(&client, &table).await;
+    assert_eq!(first.len(), keys.len(), "one item per event key");
+    assert_eq!(keys_in(&first), keys);
+
+    // Replay: another deployment (fresh journal) pulls the same window
+    // again and writes it into the same table.
+    let env2 = env();
+    let cfg = env2.config(&format!(
+        "{}{}",
+        rc_source_toml(env2.dir.path(), &handle.url()),
+        env2.sink_toml("ddb", &table, &endpoint, "")
+    ));
+    run_pipeline(cfg, &env2.journal, LIMIT).await;
+    let mut again = env2.journal.event_keys().unwrap();
+    again.sort();
+    assert_eq!(again, keys, "the replay pulled the same events");
+    let second = scan(&client, &table).await;
+    assert_eq!(
+        second.len(),
+        keys.len(),
+        "replay leaves the item count unchanged"
+    );
+    assert_eq!(keys_in(&second), keys);
 }
 
 // 2. ---------------------------------------------------------------------
@@ -641,4 +691,87 @@ async fn crash_mid_batch_then_restart_leaves_exactly_the_source_set() {
     assert_eq!(keys_in(&items), keys_of(&evs));
     let set: BTreeSet<String> = items.iter().map(|i| s_attr(i, "sk")).collect();
     assert_eq!(set.len(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_trailkeep_run_mid_batch_then_restart_leaves_exactly_the_source_set() {
+    let (sim, handle) = rc_sim(1500).await;
+    let env = env();
+    let table = table_name("sigkill");
+    create_via_sink(&env, &table).await;
+    let proxy = proxy().await;
+    // Every request writes only half its items: batches are part-written
+    // whenever the process dies.
+    proxy.state.with_faults(|f| f.partial = u32::MAX);
+    let text = env.config_text(&format!(
+        "{}{}",
+        rc_source_toml(env.dir.path(), &handle.url()),
+        env.sink_toml(
+            "ddb",
+            &table,
+            &proxy.endpoint(),
+            "batch_size = 100\nmax_in_flight = 3"
+        )
+    ));
+    let config = env.dir.path().join("trailkeep.toml");
+    std::fs::write(&config, text).unwrap();
+    let log = env.dir.path().join("service.log");
+
+    let mut svc = Service::start(&config, log.clone());
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while proxy.state.count(|c| &c.batch_calls) < 20 {
+        svc.assert_running();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no writes within {LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    svc.kill9();
+
+    let client = direct_client().await;
+    let seq_of: std::collections::HashMap<String, u64> = env
+        .journal
+        .read_after(0, 1_000_000, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.seq))
+        .collect();
+    let cursor = env.journal.sink_cursor("ddb").unwrap();
+    let written = scan(&client, &table).await;
+    assert!(
+        cursor < env.journal.max_seq().unwrap(),
+        "killed before the end"
+    );
+    assert!(
+        written
+            .iter()
+            .any(|i| seq_of[&s_attr(i, "event_id")] > cursor),
+        "items past the cursor were written before the kill (mid-batch)"
+    );
+
+    proxy.state.with_faults(|f| f.partial = 0);
+    let expected = sim.visible_ids().len();
+    let mut svc = Service::start(&config, log.clone());
+    loop {
+        svc.assert_running();
+        let done = env.journal.sink_cursor("ddb").unwrap() >= env.journal.max_seq().unwrap()
+            && env.journal.max_seq().unwrap() as usize >= expected;
+        if done {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline + LIMIT,
+            "restarted service did not catch up:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(svc.terminate().success());
+    let mut keys = env.journal.event_keys().unwrap();
+    keys.sort();
+    assert_eq!(keys.len(), expected, "the source set");
+    let items = scan(&client, &table).await;
+    assert_eq!(items.len(), expected, "no duplicates, nothing missing");
+    assert_eq!(keys_in(&items), keys);
 }

@@ -409,11 +409,17 @@ request_timeout = "10s"
         )
     }
 
-    pub fn config(&self, sinks_toml: &str) -> Config {
-        let text = format!(
-            "[journal]\npath = \"{}\"\n{sinks_toml}",
+    /// A whole config file: this env's journal, no metrics listener, and
+    /// the given `[[sources]]`/`[[sinks]]` entries.
+    pub fn config_text(&self, entries: &str) -> String {
+        format!(
+            "[journal]\npath = \"{}\"\n[telemetry]\nlisten = \"\"\nlog_level = \"warn\"\n{entries}",
             self.dir.path().join("journal.db").display()
-        );
+        )
+    }
+
+    pub fn config(&self, entries: &str) -> Config {
+        let text = self.config_text(entries);
         Config::from_toml_str(&text).unwrap_or_else(|e| panic!("config: {e}\n{text}"))
     }
 
@@ -533,4 +539,130 @@ pub async fn create_via_sink(env: &Env, table: &str) {
         )
         .await;
     s.start(&env.ctx("creator")).await.unwrap();
+}
+
+// ------------------------------------------------- the demo's RingCentral
+
+/// The demo's RingCentral simulator with `records` records over the last
+/// three days, unthrottled (the DynamoDB tests are not about its limits).
+pub async fn rc_sim(
+    records: usize,
+) -> (
+    Arc<trailkeep::sim::ringcentral::RingCentralSim>,
+    trailkeep::sim::SimHandle,
+) {
+    let cfg = trailkeep::sim::ringcentral::Config {
+        initial_records: records,
+        initial_span: trailkeep::util::HumanDuration(Duration::from_secs(3 * 86_400)),
+        unlimited: true,
+        ..Default::default()
+    };
+    trailkeep::sim::ringcentral::start(cfg).await.unwrap()
+}
+
+/// A `[[sources]]` entry for that simulator (secrets as files in `dir`).
+pub fn rc_source_toml(dir: &Path, url: &str) -> String {
+    let sim = trailkeep::sim::ringcentral::Config::default();
+    std::fs::write(dir.join("rc_client_secret"), &sim.client_secret).unwrap();
+    std::fs::write(dir.join("rc_jwt"), &sim.jwt).unwrap();
+    let d = dir.display();
+    format!(
+        r#"
+[[sources]]
+kind = "ringcentral"
+name = "acme-rc"
+server = "{url}"
+client_id = "{}"
+client_secret = {{ file = "{d}/rc_client_secret" }}
+jwt = {{ file = "{d}/rc_jwt" }}
+start_at = "4d"
+poll_interval = "1s"
+overlap = "30s"
+settle_delay = "1s"
+"#,
+        sim.client_id
+    )
+}
+
+/// Runs a whole pipeline (sources and sinks of `cfg`) until it is drained.
+pub async fn run_pipeline(cfg: Config, journal: &Journal, limit: Duration) {
+    let (cfg, sources, sinks) = trailkeep::cli::from_config(cfg).await.unwrap();
+    let mut p = trailkeep::cli::pipeline(
+        &cfg,
+        journal.clone(),
+        sources,
+        sinks,
+        Arc::new(Health::new()),
+    );
+    p.worker_options = worker_options();
+    let p = Arc::new(p);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(p.clone().run(stop.clone()));
+    let deadline = tokio::time::Instant::now() + limit;
+    while !p.drained().unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pipeline not drained within {limit:?}: {:?}",
+            journal.status(&p.sink_names()).ok().map(|s| s.sinks)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// `trailkeep run -c FILE` as a child process, killed if the test fails.
+pub struct Service {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Service {
+    pub fn start(config: &Path, log: PathBuf) -> Service {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+            .arg("run")
+            .arg("-c")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Service { child, log }
+    }
+
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "trailkeep run exited ({status}):\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
