@@ -371,3 +371,51 @@ impl Sink for DynamoSink {
         table::describe(self).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const EXAMPLE: &str = include_str!("../../../config/examples/dynamodb.toml");
+
+    fn entry(sink: &str) -> SinkEntry {
+        let text = format!("[journal]\npath = \"/tmp/j.db\"\n{sink}");
+        Config::from_toml_str(&text).unwrap().sinks.remove(0)
+    }
+
+    fn issues_of(keys: &str) -> Vec<String> {
+        let e = entry(&format!(
+            "[[sinks]]\nkind = \"dynamodb\"\nname = \"d\"\ntable = \"t\"\n{keys}"
+        ));
+        let mut issues = Vec::new();
+        let _ = parse(&e, &mut issues);
+        issues.iter().map(|i| i.to_string()).collect()
+    }
+
+    #[test]
+    fn the_example_config_parses_with_its_defaults() {
+        let mut issues = Vec::new();
+        let s = parse(&entry(EXAMPLE), &mut issues).unwrap();
+        assert!(issues.is_empty(), "{issues:?}");
+        assert_eq!(s.table, "trailkeep-audit");
+        assert_eq!(
+            s.retention,
+            Some(HumanDuration(Duration::from_secs(7 * 365 * 86_400)))
+        );
+        assert_eq!((s.batch_size, s.max_in_flight, s.max_retries), (100, 4, 10));
+        assert!(s.actor_index && !s.create_table && !s.partition_by_month);
+    }
+
+    #[test]
+    fn bad_settings_are_named_by_key_path() {
+        assert!(issues_of("").is_empty());
+        let one = |k: &str| issues_of(k).join("\n");
+        assert!(one("batch_size = 0").contains("sinks[0].batch_size"));
+        assert!(one("max_in_flight = 0").contains("sinks[0].max_in_flight"));
+        assert!(one("retention = \"2h\"").contains("sinks[0].retention"));
+        assert!(one("endpoint_url = \"localhost:8000\"").contains("sinks[0].endpoint_url"));
+        assert!(one("access_key_id = { env = \"X\" }").contains("sinks[0].access_key_id"));
+        assert!(one("tabel = \"x\"").contains("tabel"));
+    }
+}
