@@ -4,6 +4,7 @@
 //!   scripts/ci/install-dynalite.sh
 //!   cargo bench --bench dynamodb_throughput
 //!   DDB_BENCH_EVENTS=20000 DDB_BENCH_WRITERS=1,2,4,8 cargo bench --bench dynamodb_throughput
+//!   DDB_BENCH_LATENCY_MS=10 ...   # through a proxy adding 10 ms per request
 //!
 //! dynalite is a single-threaded Node process on LevelDB, so the figures
 //! measure the sink's overhead and pipelining against a slow local
@@ -58,6 +59,24 @@ async fn main() {
         .copied()
         .unwrap_or(100_000);
     let writers = env_list("DDB_BENCH_WRITERS", "1,4,8");
+    let latency_ms = env_list("DDB_BENCH_LATENCY_MS", "0")
+        .first()
+        .copied()
+        .unwrap_or(0);
+    // With a latency, requests go through the test proxy, which waits
+    // that long before forwarding each one (a network round trip).
+    let proxy = if latency_ms > 0 {
+        let p = proxy().await;
+        p.state
+            .with_faults(|f| f.latency = Duration::from_millis(latency_ms as u64));
+        Some(p)
+    } else {
+        None
+    };
+    let endpoint = proxy
+        .as_ref()
+        .map(|p| p.endpoint())
+        .unwrap_or_else(|| dynalite().endpoint());
     let env = env();
     let start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
     let evs = events(
@@ -79,9 +98,12 @@ async fn main() {
         payload as f64 / 1e6,
         t.elapsed()
     );
-    println!("endpoint: dynalite at {}", dynalite().endpoint());
-    println!("| writers (max_in_flight) | batch | events | seconds | items/s |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "endpoint: dynalite at {} (added latency per request: {latency_ms} ms)",
+        dynalite().endpoint()
+    );
+    println!("| writers (max_in_flight) | batch | latency | events | seconds | items/s |");
+    println!("|---|---|---|---|---|---|");
     for w in writers {
         let table = table_name(&format!("bench-w{w}"));
         create_via_sink(&env, &table).await;
@@ -90,7 +112,7 @@ async fn main() {
             .sink(
                 &name,
                 &table,
-                &dynalite().endpoint(),
+                &endpoint,
                 &format!("batch_size = 25\nmax_in_flight = {w}"),
             )
             .await;
@@ -100,7 +122,7 @@ async fn main() {
         let stored = count(&table).await;
         assert_eq!(stored, events_n, "every event stored exactly once");
         println!(
-            "| {w} | 25 | {events_n} | {secs:.1} | {:.0} |",
+            "| {w} | 25 | {latency_ms} ms | {events_n} | {secs:.1} | {:.0} |",
             events_n as f64 / secs
         );
     }

@@ -140,6 +140,8 @@ pub struct Faults {
     /// Every call writes only its first item and returns the rest
     /// (until switched off).
     pub trickle: bool,
+    /// Added before forwarding every request (network round trip).
+    pub latency: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -228,6 +230,10 @@ async fn forward(State(st): State<Arc<ProxyState>>, headers: HeaderMap, body: By
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let latency = st.faults.lock().unwrap().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let mut body = body.to_vec();
     let mut withheld: Option<(String, Vec<Value>)> = None;
     if target.ends_with(".PutItem") {
