@@ -53,12 +53,19 @@ async fn count(table: &str) -> usize {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    // `cargo bench` passes `--bench`; a filter argument is ignored.
-    let events_n = env_list("DDB_BENCH_EVENTS", "100000")
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` does not:
+    // then this is a quick smoke run, not a measurement.
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let (default_events, default_writers) = if measuring {
+        ("100000", "1,4,8")
+    } else {
+        ("500", "2")
+    };
+    let events_n = env_list("DDB_BENCH_EVENTS", default_events)
         .first()
         .copied()
         .unwrap_or(100_000);
-    let writers = env_list("DDB_BENCH_WRITERS", "1,4,8");
+    let writers = env_list("DDB_BENCH_WRITERS", default_writers);
     let latency_ms = env_list("DDB_BENCH_LATENCY_MS", "0")
         .first()
         .copied()

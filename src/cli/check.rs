@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use super::{load_and_build, print_config_errors, EXIT_CONFIG};
 
 pub async fn check(path: &Path, connect: bool) -> ExitCode {
+    // Warnings found while resolving secrets go to stderr as text.
+    crate::telemetry::init_tracing(&crate::config::TelemetryConfig {
+        log_format: crate::config::LogFormat::Text,
+        log_level: "warn".into(),
+        ..Default::default()
+    });
     let (cfg, sources, sinks) = match load_and_build(path).await {
         Ok(v) => v,
         Err(e) => {

@@ -43,11 +43,12 @@ pub struct DemoArgs {
 
 struct Sims {
     rc: Arc<sim::ringcentral::RingCentralSim>,
+    symphony: Arc<sim::symphony::State>,
     _handles: Vec<sim::SimHandle>,
     vars: Vec<(&'static str, String)>,
 }
 
-async fn start_sims(args: &DemoArgs) -> std::io::Result<Sims> {
+async fn start_sims(args: &DemoArgs, secrets: &Path) -> std::io::Result<Sims> {
     let rc_cfg = sim::ringcentral::Config {
         initial_records: args.records,
         live_per_second: 2.0,
@@ -59,10 +60,16 @@ async fn start_sims(args: &DemoArgs) -> std::io::Result<Sims> {
         ..Default::default()
     };
     let (rc, rc_handle) = sim::ringcentral::start(rc_cfg).await?;
-    let vars = vec![("RINGCENTRAL_URL", rc_handle.url())];
+    let symphony_records = u32::try_from(args.records / 2).unwrap_or(u32::MAX);
+    let (symphony, sy_handle) = sim::symphony::start_demo(symphony_records, secrets).await?;
+    let vars = vec![
+        ("RINGCENTRAL_URL", rc_handle.url()),
+        ("SYMPHONY_URL", sy_handle.url()),
+    ];
     Ok(Sims {
         rc,
-        _handles: vec![rc_handle],
+        symphony,
+        _handles: vec![rc_handle, sy_handle],
         vars,
     })
 }
@@ -95,7 +102,7 @@ pub async fn demo(args: DemoArgs) -> ExitCode {
         eprintln!("trailkeep demo: cannot create {}: {e}", secrets.display());
         return ExitCode::FAILURE;
     }
-    let sims = match start_sims(&args).await {
+    let sims = match start_sims(&args, &secrets).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("trailkeep demo: cannot start the simulators: {e}");
@@ -163,8 +170,9 @@ pub async fn demo(args: DemoArgs) -> ExitCode {
     super::run::spawn_signal_handler(stop.clone());
     let p = Arc::new(pipeline(&cfg, journal.clone(), sources, sinks, health));
     println!(
-        "trailkeep demo: simulators up ({} RingCentral records over 150 days, live traffic on); data in {}",
+        "trailkeep demo: simulators up ({} RingCentral records over 150 days, {} Symphony records over 90 days, live traffic on); data in {}",
         args.records,
+        args.records / 2,
         abs.display()
     );
     let runner = tokio::spawn(p.clone().run(stop.clone()));
@@ -224,6 +232,7 @@ fn print_summary(journal: &Journal, sinks: &[String], sims: &Sims) {
         return;
     };
     let rc = sims.rc.counters();
+    let sy = sims.symphony.counters();
     println!("\nSummary");
     println!(
         "{:<40} {:>8} {:>8} {:>8} {:>9} {:>6}",
@@ -234,6 +243,11 @@ fn print_summary(journal: &Journal, sinks: &[String], sims: &Sims) {
             (
                 rc.search_requests.to_string(),
                 rc.rate_limited.values().sum::<u64>().to_string(),
+            )
+        } else if s.stream.starts_with("symphony/") {
+            (
+                sy.audit_requests.to_string(),
+                sy.rate_limited_429.to_string(),
             )
         } else {
             ("-".into(), "-".into())
@@ -253,4 +267,8 @@ fn print_summary(journal: &Journal, sinks: &[String], sims: &Sims) {
             s.sink, s.delivered, s.pending, s.dead_letters
         );
     }
+    println!(
+        "\nalerts received by the simulators: {} SMS, {} Team Messaging posts",
+        rc.sms_sent, rc.posts_created
+    );
 }

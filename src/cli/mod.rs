@@ -75,6 +75,9 @@ pub enum Command {
     /// Run the whole pipeline against in-process simulators and print a
     /// summary. Needs no configuration and no accounts.
     Demo(demo::DemoArgs),
+    /// Benchmarks: start the simulators, run the service as a child process
+    /// and print throughput, CPU, peak RSS, requests vs minimum, 429s.
+    Bench(crate::bench::BenchArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -102,6 +105,7 @@ pub fn main() -> ExitCode {
             } => status::dead_letters(&config, origin, limit, json).await,
             Command::Sim(args) => sim::sim(args).await,
             Command::Demo(args) => demo::demo(args).await,
+            Command::Bench(args) => bench(args).await,
         }
     })
 }
@@ -186,5 +190,26 @@ pub fn pipeline(
         retention: cfg.journal.retention.0,
         prune_interval: cfg.pipeline.prune_interval.0,
         worker_options: Default::default(),
+    }
+}
+
+async fn bench(args: crate::bench::BenchArgs) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("trailkeep bench: cannot find my own executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let command: Vec<String> = std::env::args().collect();
+    match crate::bench::run(&args, &exe).await {
+        Ok(rows) => {
+            crate::bench::print_table(&command.join(" "), &rows);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("trailkeep bench: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

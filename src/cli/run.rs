@@ -7,19 +7,28 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::{load_and_build, pipeline, print_config_errors, EXIT_CONFIG};
+use super::{from_config, pipeline, print_config_errors, EXIT_CONFIG};
+use crate::config::Config;
 use crate::journal::Journal;
 use crate::telemetry::{self, Health};
 
 pub async fn run(path: &Path) -> ExitCode {
-    let (cfg, sources, sinks) = match load_and_build(path).await {
-        Ok(v) => v,
+    // Logging first: resolving secrets may already warn (world-readable file).
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
         Err(e) => {
             print_config_errors(&path.display().to_string(), &e);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     telemetry::init_tracing(&cfg.telemetry);
+    let (cfg, sources, sinks) = match from_config(cfg).await {
+        Ok(v) => v,
+        Err(e) => {
+            print_config_errors(&path.display().to_string(), &e);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let journal = match Journal::open(&cfg.journal.path, cfg.journal.max_bytes) {
         Ok(j) => j,
         Err(e) => {

@@ -17,6 +17,13 @@ pub struct SimArgs {
     /// Address of the RingCentral simulator.
     #[arg(long, default_value = "127.0.0.1:18080")]
     pub ringcentral: SocketAddr,
+    /// Address of the Symphony simulator (pod, key manager and agent).
+    #[arg(long, default_value = "127.0.0.1:18081")]
+    pub symphony: SocketAddr,
+    /// Where the Symphony simulator writes the private key of its service
+    /// account `demo-bot` (the public key is registered with it).
+    #[arg(long, default_value = "./sim-secrets")]
+    pub secrets_dir: PathBuf,
 }
 
 #[derive(Deserialize, Default)]
@@ -24,6 +31,8 @@ pub struct SimArgs {
 struct SimFile {
     #[serde(default)]
     ringcentral: Option<sim::ringcentral::Config>,
+    #[serde(default)]
+    symphony: Option<sim::symphony::Config>,
 }
 
 pub async fn sim(args: SimArgs) -> ExitCode {
@@ -54,6 +63,29 @@ pub async fn sim(args: SimArgs) -> ExitCode {
         }
     };
     println!("RingCentral simulator on http://{}  (client_id {}, admin: /_sim/counters /_sim/records /_sim/faults)", _rc_handle.addr, rc.cfg.client_id);
+    let sy_cfg = file.symphony.unwrap_or_else(|| sim::symphony::Config {
+        seed_items: 500,
+        seed_days: 60,
+        ..Default::default()
+    });
+    let (sy, _sy_handle) = match sim::symphony::start_on(sy_cfg, args.symphony).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("trailkeep sim: cannot listen on {}: {e}", args.symphony);
+            return ExitCode::FAILURE;
+        }
+    };
+    match sim::symphony::provision_account(&sy, "demo-bot", &args.secrets_dir) {
+        Ok(p) => println!(
+            "Symphony simulator on http://{}  (service account demo-bot, private key {})",
+            _sy_handle.addr,
+            p.display()
+        ),
+        Err(e) => {
+            eprintln!("trailkeep sim: cannot provision the Symphony account: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     println!("Ctrl-C to stop.");
     let _ = tokio::signal::ctrl_c().await;
     ExitCode::SUCCESS

@@ -9,6 +9,9 @@
 pub mod limiter;
 pub mod ringcentral;
 pub mod ringcentral_messaging;
+pub mod symphony;
+pub mod vbrick;
+pub mod webhook;
 
 use std::net::SocketAddr;
 

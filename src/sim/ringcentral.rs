@@ -67,6 +67,12 @@ pub struct Config {
     /// Fault knobs.
     pub latency: HumanDuration,
     pub error_rate: f64,
+    /// Benchmarks: this many extra records computed from their index on
+    /// demand (never stored), spread evenly over `synthetic_span` before
+    /// the simulator's start. Time filter and paging apply; other filters
+    /// do not.
+    pub synthetic_records: u64,
+    pub synthetic_span: HumanDuration,
 }
 
 impl Default for Config {
@@ -95,6 +101,8 @@ impl Default for Config {
             late_by: HumanDuration(Duration::from_secs(60)),
             latency: HumanDuration(Duration::ZERO),
             error_rate: 0.0,
+            synthetic_records: 0,
+            synthetic_span: HumanDuration(Duration::from_secs(30 * 86_400)),
         }
     }
 }
@@ -131,6 +139,8 @@ pub struct Counters {
 /// One search request as received.
 #[derive(Clone, Debug, Serialize)]
 pub struct SearchSeen {
+    /// Milliseconds since the simulator started.
+    pub at_ms: u64,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub page: u64,
@@ -150,6 +160,9 @@ pub struct RingCentralSim {
     error_rate: Mutex<f64>,
     rng: Mutex<StdRng>,
     next_id: AtomicU64,
+    live_paused: std::sync::atomic::AtomicBool,
+    started: Instant,
+    started_at: DateTime<Utc>,
     /// Extra routes state (SMS, Team Messaging) lives in `messaging`.
     pub messaging: super::ringcentral_messaging::Messaging,
 }
@@ -215,6 +228,9 @@ impl RingCentralSim {
             searches: Mutex::new(Vec::new()),
             storm_until: Mutex::new(None),
             next_id: AtomicU64::new(1),
+            live_paused: std::sync::atomic::AtomicBool::new(false),
+            started: Instant::now(),
+            started_at: Utc::now(),
             messaging: Default::default(),
         });
         let n = sim.cfg.initial_records;
@@ -355,6 +371,12 @@ impl RingCentralSim {
         lock(&self.counters).clone()
     }
 
+    /// Lets the sibling endpoint modules (SMS, Team Messaging) count what
+    /// they served.
+    pub fn bump(&self, f: impl FnOnce(&mut Counters)) {
+        f(&mut lock(&self.counters));
+    }
+
     pub fn searches(&self) -> Vec<SearchSeen> {
         lock(&self.searches).clone()
     }
@@ -371,8 +393,20 @@ impl RingCentralSim {
         }
     }
 
+    /// Pauses or resumes the live traffic generator.
+    pub fn pause_live(&self, paused: bool) {
+        self.live_paused.store(paused, Ordering::SeqCst);
+    }
+
     pub fn set_error_rate(&self, r: f64) {
         *lock(&self.error_rate) = r;
+    }
+
+    /// Every access and refresh token issued so far (tests check none leaks).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.tokens).keys().cloned().collect();
+        v.extend(lock(&self.refresh).keys().cloned());
+        v
     }
 
     /// Fault: revokes every access and refresh token.
@@ -388,7 +422,13 @@ impl RingCentralSim {
             return (Verdict::Allowed { remaining: 0 }, 0);
         };
         if self.cfg.unlimited {
-            return (Verdict::Allowed { remaining: l.limit }, l.limit);
+            // Advertise it, as a generous server would: clients pace by headers.
+            return (
+                Verdict::Allowed {
+                    remaining: 1_000_000,
+                },
+                1_000_000,
+            );
         }
         if lock(&self.storm_until).is_some_and(|u| Instant::now() < u) {
             return (
@@ -683,8 +723,19 @@ async fn search(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let resp = search_inner(&sim, &account, &headers, &body).await;
+    let at_ms = sim.started.elapsed().as_millis() as u64;
+    let resp = search_inner(&sim, &account, &headers, &body, at_ms).await;
     let status = resp.status().as_u16();
+    if status != 200 {
+        let now = Utc::now();
+        lock(&sim.searches).push(SearchSeen {
+            at_ms,
+            from: now,
+            to: now,
+            page: 0,
+            status,
+        });
+    }
     let mut c = lock(&sim.counters);
     c.search_requests += 1;
     *c.search_by_status.entry(status).or_default() += 1;
@@ -696,6 +747,7 @@ async fn search_inner(
     account: &str,
     headers: &HeaderMap,
     body: &Bytes,
+    at_ms: u64,
 ) -> Response {
     let rate_h = match sim.gate(headers, "heavy").await {
         Ok(h) => h,
@@ -753,6 +805,7 @@ async fn search_inner(
     let per_page = num(&req.per_page).unwrap_or(100).clamp(1, 1000) as u64;
     {
         lock(&sim.searches).push(SearchSeen {
+            at_ms,
             from,
             to,
             page,
@@ -775,6 +828,9 @@ async fn search_inner(
             "Parameter [eventTimeFrom] must not be after [eventTimeTo]",
             rate_h,
         );
+    }
+    if sim.cfg.synthetic_records > 0 {
+        return synthetic_page(sim, from, to, page, per_page, rate_h);
     }
     sim.evict();
     let recs = lock(&sim.records);
@@ -836,6 +892,86 @@ async fn search_inner(
         .collect();
     drop(recs);
     let mut paging = json!({"perPage": per_page, "total": total_pages, "totalFound": total_found});
+    if !records.is_empty() {
+        paging["page"] = json!(page);
+    }
+    (
+        StatusCode::OK,
+        rate_h,
+        Json(json!({"records": records, "paging": paging})),
+    )
+        .into_response()
+}
+
+/// Synthetic record `i` (0 = oldest): deterministic, cheap, realistic.
+fn synthetic_record(sim: &RingCentralSim, i: u64, t: DateTime<Utc>) -> Value {
+    let (action, etype) = ACTIONS[(i % ACTIONS.len() as u64) as usize];
+    let (aid, anum, aname, arole) = ADMINS[(i % ADMINS.len() as u64) as usize];
+    let (tid, tnum, tname) = USERS[((i / 3) % USERS.len() as u64) as usize];
+    let (f, o, n) = FIELDS[((i / 7) % FIELDS.len() as u64) as usize];
+    json!({
+        "id": format!("syn-{:010}", i),
+        "eventTime": rfc3339_ms(t),
+        "eventType": etype,
+        "actionId": action,
+        "accountId": sim.cfg.account_id,
+        "clientIp": "203.0.113.17",
+        "initiator": {"extensionId": aid, "extensionNumber": anum, "name": aname, "role": arole},
+        "target": {"objectId": tid, "objectType": "Extension", "name": tname, "extensionNumber": tnum},
+        "details": {"parameters": [{"key":"settingName","value":f},{"key":"oldValue","value":o},{"key":"newValue","value":n}]},
+    })
+}
+
+impl RingCentralSim {
+    fn synthetic_time(&self, i: u64) -> DateTime<Utc> {
+        let span_ms = self.cfg.synthetic_span.0.as_millis() as i64;
+        let n = self.cfg.synthetic_records.max(1) as i64;
+        let start = self.started_at - chrono::Duration::milliseconds(span_ms);
+        start + chrono::Duration::milliseconds(span_ms * i as i64 / n)
+    }
+
+    /// Ids of every synthetic record (tests of the bench path).
+    pub fn synthetic_ids(&self) -> impl Iterator<Item = String> + '_ {
+        (0..self.cfg.synthetic_records).map(|i| format!("syn-{:010}", i))
+    }
+}
+
+fn synthetic_page(
+    sim: &RingCentralSim,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    page: u64,
+    per_page: u64,
+    rate_h: HeaderMap,
+) -> Response {
+    let n = sim.cfg.synthetic_records;
+    // Index range [lo, hi) whose times fall in [from, to]: times increase with i.
+    let first_at_or_after = |t: DateTime<Utc>| -> u64 {
+        let (mut lo, mut hi) = (0u64, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if sim.synthetic_time(mid) < t {
+                lo = mid + 1
+            } else {
+                hi = mid
+            }
+        }
+        lo
+    };
+    let lo = first_at_or_after(from);
+    let hi = first_at_or_after(to + chrono::Duration::milliseconds(1));
+    let total_found = hi.saturating_sub(lo);
+    let skip = (page - 1) * per_page;
+    // Newest first.
+    let records: Vec<Value> = (0..per_page)
+        .map(|k| skip + k)
+        .take_while(|k| *k < total_found)
+        .map(|k| {
+            let i = hi - 1 - k;
+            synthetic_record(sim, i, sim.synthetic_time(i))
+        })
+        .collect();
+    let mut paging = json!({"perPage": per_page, "total": total_found.div_ceil(per_page), "totalFound": total_found});
     if !records.is_empty() {
         paging["page"] = json!(page);
     }
@@ -953,7 +1089,11 @@ pub async fn start_on(
             let mut tick = tokio::time::interval(every);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => { s.add_live(); }
+                    _ = tick.tick() => {
+                        if !s.live_paused.load(Ordering::SeqCst) {
+                            s.add_live();
+                        }
+                    }
                     _ = stop.cancelled() => return,
                 }
             }

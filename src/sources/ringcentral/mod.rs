@@ -47,6 +47,13 @@ struct Settings {
     request_timeout: HumanDuration,
     #[serde(default)]
     access_token_ttl: Option<u64>,
+    /// The API's record cap (10,000). Only simulators differ; 0 = none.
+    #[serde(default = "default_cap")]
+    record_cap: u64,
+}
+
+fn default_cap() -> u64 {
+    RECORD_CAP
 }
 
 fn default_server() -> String {
@@ -119,6 +126,7 @@ pub fn build(entry: &SourceEntry, issues: &mut Vec<ConfigIssue>) -> Option<Arc<d
             return None;
         }
     };
+    let record_cap = (s.record_cap > 0).then_some(s.record_cap);
     Some(Arc::new(RingCentralSource::new(
         &entry.name,
         client,
@@ -126,6 +134,7 @@ pub fn build(entry: &SourceEntry, issues: &mut Vec<ConfigIssue>) -> Option<Arc<d
         s.per_page,
         s.action_ids,
         s.exclude_action_ids,
+        record_cap,
     )))
 }
 
@@ -143,6 +152,7 @@ impl RingCentralSource {
         per_page: u32,
         action_ids: Vec<String>,
         exclude_action_ids: Vec<String>,
+        record_cap: Option<u64>,
     ) -> Self {
         let stream = Arc::new(AuditTrailStream {
             id: StreamId::new("ringcentral", name, STREAM),
@@ -151,6 +161,7 @@ impl RingCentralSource {
             per_page: per_page.clamp(1, 1_000),
             action_ids,
             exclude_action_ids,
+            record_cap,
         });
         RingCentralSource {
             name: name.to_string(),
@@ -187,6 +198,7 @@ pub struct AuditTrailStream {
     per_page: u32,
     action_ids: Vec<String>,
     exclude_action_ids: Vec<String>,
+    record_cap: Option<u64>,
 }
 
 fn to_source_error(e: RcError) -> SourceError {
@@ -218,7 +230,7 @@ impl StreamSource for AuditTrailStream {
         StreamLimits {
             max_window: HORIZON,
             horizon: Some(HORIZON),
-            record_cap: Some(RECORD_CAP),
+            record_cap: self.record_cap,
         }
     }
 
