@@ -239,11 +239,11 @@ async fn batches_with_repeated_keys_26_plus_items_and_items_near_and_over_400kb(
     assert!(proxy.state.count(|c| &c.batch_calls) >= 2 + 6);
     assert_eq!(scan(&client, &table).await.len(), 170);
 
-    // (c) Large items, in one delivery with ordinary ones.
+    // (c) Large items and bad keys, in one delivery with ordinary ones.
     let mut big = events(
         "ringcentral",
         "big",
-        6,
+        7,
         t0(),
         Duration::from_secs(60),
         &["cid"],
@@ -254,15 +254,19 @@ async fn batches_with_repeated_keys_26_plus_items_and_items_near_and_over_400kb(
     big[2].raw = json!({ "id": "fat", "blob": "all work and no play ".repeat(40_000) });
     // Over the limit even compressed: dead-lettered.
     big[3].raw = json!({ "id": "huge", "blob": noise(600_000, 11) });
-    // A sort key over DynamoDB's 1024-byte limit: refused by dynalite,
-    // isolated item by item, dead-lettered with DynamoDB's reason.
-    big[4].key = event_key("ringcentral", "big", &"x".repeat(1100));
+    // A partition key over DynamoDB's 2048-byte limit (a garbage tenant):
+    // refused by dynalite, isolated item by item, dead-lettered with
+    // DynamoDB's reason.
+    big[4].tenant = "t".repeat(2100);
+    big[4].key = event_key("ringcentral", &big[4].tenant, "ev-x");
+    // A native id too long for a sort key: stored under its hash.
+    big[5].key = event_key("ringcentral", "big", &"x".repeat(1100));
     commit(&env.journal, &big);
     let puts_before = proxy.state.count(|c| &c.put_calls);
     drain(&env, sink.clone(), LIMIT).await;
 
     let items = scan(&client, &table).await;
-    assert_eq!(items.len(), 170 + 4);
+    assert_eq!(items.len(), 170 + 5);
     let find = |key: &str| items.iter().find(|i| s_attr(i, "event_id") == key).unwrap();
     let near = find(&big[1].key);
     assert!(matches!(near.get("raw"), Some(AttributeValue::S(s)) if s.len() > 395_000));
@@ -273,7 +277,8 @@ async fn batches_with_repeated_keys_26_plus_items_and_items_near_and_over_400kb(
         trailkeep::sinks::dynamodb::item::decode(fat).unwrap().raw,
         big[2].raw
     );
-    for ok in [&big[0], &big[5]] {
+    assert!(s_attr(find(&big[5].key), "sk").contains("#sha256:"));
+    for ok in [&big[0], &big[6]] {
         find(&ok.key);
     }
     assert!(
@@ -294,7 +299,7 @@ async fn batches_with_repeated_keys_26_plus_items_and_items_near_and_over_400kb(
     );
     let long = &dead[&big[4].key];
     assert!(
-        long.starts_with("validation:") && long.contains("1024"),
+        long.starts_with("validation:") && long.contains("2048") && long.len() < 500,
         "{long}"
     );
     assert_eq!(

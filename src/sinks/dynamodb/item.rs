@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! pk         S  <source>#<tenant>             (or <source>#<tenant>#YYYY-MM)
-//! sk         S  <event time RFC 3339 ms>#<native id>
+//! sk         S  <event time RFC 3339 ms>#<native id> (ids > 900 bytes: sha256:<hash>)
 //! event_id   S  the journal's event key (source:tenant:native-id)
 //! source, tenant, stream, action, action_label, kind            S
 //! event_time, ingested_at                                       S (RFC 3339 ms)
@@ -72,9 +72,22 @@ pub fn native_id(ev: &AuditEvent) -> &str {
         .unwrap_or(&ev.key)
 }
 
+/// Native ids longer than this go into the sort key as a hash (DynamoDB
+/// caps a sort key at 1024 bytes; `event_id` keeps the full key).
+pub const MAX_NATIVE_ID_IN_KEY: usize = 900;
+
 /// The sort key: time first so a key range is a time range.
 pub fn sort_key(ev: &AuditEvent) -> String {
-    format!("{}#{}", rfc3339_ms(ev.time), native_id(ev))
+    let id = native_id(ev);
+    if id.len() > MAX_NATIVE_ID_IN_KEY {
+        format!(
+            "{}#sha256:{}",
+            rfc3339_ms(ev.time),
+            crate::model::content_id(&[id])
+        )
+    } else {
+        format!("{}#{}", rfc3339_ms(ev.time), id)
+    }
 }
 
 /// The value indexed by `actor-index`: email, else id, else name.
@@ -386,6 +399,17 @@ mod tests {
         let e = encode(&ev, Layout::default()).unwrap_err();
         assert!(matches!(e, EncodeError::TooLarge { .. }), "{e}");
         assert!(e.to_string().starts_with("item_too_large:"));
+    }
+
+    #[test]
+    fn long_native_ids_are_hashed_into_the_sort_key() {
+        let mut ev = event(serde_json::json!({}));
+        ev.key = format!("ringcentral:acme:{}", "x".repeat(2000));
+        let sk = sort_key(&ev);
+        assert!(sk.starts_with("2024-06-01T12:00:00.000Z#sha256:"), "{sk}");
+        assert!(sk.len() < 100);
+        let enc = encode(&ev, Layout::default()).unwrap();
+        assert_eq!(decode(&enc.item).unwrap().key, ev.key);
     }
 
     #[test]

@@ -108,6 +108,19 @@ fn key_of(item: &Item) -> (String, String) {
     (s(PK), s(SK))
 }
 
+/// A key shortened for a dead-letter reason (keys can be kilobytes).
+fn clip(s: &str) -> String {
+    const MAX: usize = 100;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &s[..end], s.len())
+}
+
 /// Paces the retries of one request.
 struct Retry<'a> {
     sink: &'a DynamoSink,
@@ -267,7 +280,9 @@ async fn isolate(
                                 key,
                                 reason: format!(
                                     "validation: {} (pk {}, sk {})",
-                                    f.message, k.0, k.1
+                                    f.message,
+                                    clip(&k.0),
+                                    clip(&k.1)
                                 ),
                             });
                             break;
