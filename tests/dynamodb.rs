@@ -590,6 +590,13 @@ async fn query_returns_what_was_written_ordered_by_time() {
             .await
             .unwrap();
         drain(&env, sink, LIMIT).await;
+        // The table without the GSI, read by a config that expects it:
+        // `--actor` falls back to filtering the partition.
+        let cfg = if extra.contains("actor_index = false") {
+            env.config(&env.sink_toml(&name, &table, &endpoint, "partition_by_month = false"))
+        } else {
+            cfg
+        };
 
         let from = Utc.with_ymd_and_hms(2024, 2, 10, 0, 0, 0).unwrap();
         let to = Utc.with_ymd_and_hms(2024, 4, 2, 0, 0, 0).unwrap();

@@ -107,7 +107,8 @@ pub async fn query_table(
     let hi = AttributeValue::S(rfc3339_ms(p.to));
     let base = item::partition_key(&p.source, &p.tenant, p.from, false);
     let mut count = 0u64;
-    match (&p.actor, s.actor_index) {
+    let use_index = p.actor.is_some() && s.actor_index && has_actor_index(client, &s.table).await;
+    match (&p.actor, use_index) {
         (Some(actor), true) => {
             // One GSI query: every partition of this actor, in sk order.
             let mut values = HashMap::from([
@@ -167,6 +168,19 @@ pub async fn query_table(
     }
     out.flush().context("writing output")?;
     Ok(count)
+}
+
+/// Whether the table has `actor-index` (true when that cannot be told:
+/// the query itself then says what is wrong).
+async fn has_actor_index(client: &Client, table: &str) -> bool {
+    match client.describe_table().table_name(table).send().await {
+        Ok(out) => out.table.is_some_and(|t| {
+            t.global_secondary_indexes()
+                .iter()
+                .any(|g| g.index_name() == Some(ACTOR_INDEX))
+        }),
+        Err(_) => true,
+    }
 }
 
 /// Runs one Query to its last page, printing each item.

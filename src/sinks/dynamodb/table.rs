@@ -141,7 +141,7 @@ pub(super) async fn ensure(sink: &DynamoSink) -> Result<(), SinkError> {
         SinkSetupNotice {
             sink: &sink.name,
             notice: &format!(
-                "table `{table}` has no GSI `{ACTOR_INDEX}` (hash key `{ACTOR}` S, range key `{SK}` S): `query --actor` falls back to filtering; set actor_index = false to silence this"
+                "table `{table}` has no GSI `{ACTOR_INDEX}` (hash key `{ACTOR}` S, range key `{SK}` S): `query --actor` falls back to filtering each partition; set actor_index = false to silence this"
             ),
         }
         .emit();
