@@ -611,3 +611,67 @@ impl InternalEvent for SourceCursorRestarted<'_> {
               "saved cursor unusable; re-reading from an earlier point (duplicates are dropped)");
     }
 }
+
+/// A sink re-sent a request (or part of one) inside a delivery: throttled,
+/// unprocessed items, a 5xx or a timeout.
+pub struct SinkRequestRetried<'a> {
+    pub sink: &'a str,
+    /// `throttled`, `unprocessed`, `server_error`...
+    pub reason: &'a str,
+    /// Items the retry re-sends.
+    pub items: u64,
+    pub detail: &'a str,
+    pub retry_in: Duration,
+}
+
+impl InternalEvent for SinkRequestRetried<'_> {
+    fn emit(self) {
+        debug!(
+            sink = self.sink,
+            reason = self.reason,
+            items = self.items,
+            detail = self.detail,
+            retry_in_ms = self.retry_in.as_millis() as u64,
+            "sink request retried"
+        );
+        METRICS
+            .sink_retries_total
+            .with_label_values(&[self.sink, self.reason])
+            .inc();
+        if self.reason == "unprocessed" {
+            METRICS
+                .sink_unprocessed_items_total
+                .with_label_values(&[self.sink])
+                .inc_by(self.items);
+        }
+    }
+}
+
+/// Something about a sink's destination an operator should know, that does
+/// not stop delivery (e.g. TTL not enabled on a DynamoDB table).
+pub struct SinkSetupNotice<'a> {
+    pub sink: &'a str,
+    pub notice: &'a str,
+}
+
+impl InternalEvent for SinkSetupNotice<'_> {
+    fn emit(self) {
+        warn!(sink = self.sink, notice = self.notice, "sink setup notice");
+    }
+}
+
+/// A sink created its destination (e.g. a DynamoDB table).
+pub struct SinkDestinationCreated<'a> {
+    pub sink: &'a str,
+    pub what: &'a str,
+}
+
+impl InternalEvent for SinkDestinationCreated<'_> {
+    fn emit(self) {
+        info!(
+            sink = self.sink,
+            created = self.what,
+            "sink destination created"
+        );
+    }
+}

@@ -8,6 +8,7 @@
 
 pub mod alerts;
 pub mod archive;
+pub mod dynamodb;
 pub mod worker;
 
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use crate::journal::{Journal, JournalRecord, SinkDeadLetter};
 pub use worker::SinkWorker;
 
 /// The sink kinds this build knows.
-pub const KINDS: &[&str] = &["archive", "alerts"];
+pub const KINDS: &[&str] = &["archive", "alerts", "dynamodb"];
 
 /// Batching limits a sink asks the worker for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +139,7 @@ pub async fn build(entry: &SinkEntry, issues: &mut Vec<ConfigIssue>) -> Option<A
     match entry.kind.as_str() {
         "archive" => archive::build(entry, issues),
         "alerts" => alerts::build(entry, issues),
+        "dynamodb" => dynamodb::build(entry, issues).await,
         other => {
             issues.push(ConfigIssue::new(
                 format!("{}.kind", entry.path),
