@@ -70,6 +70,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read records back from a DynamoDB sink's table as NDJSON, ordered by
+    /// time ("show me what we kept").
+    Query {
+        #[arg(short, long, env = "TRAILKEEP_CONFIG")]
+        config: PathBuf,
+        /// Source kind: ringcentral, vbrick, symphony.
+        #[arg(long)]
+        source: String,
+        /// The source's configured name.
+        #[arg(long)]
+        tenant: String,
+        /// Start (RFC 3339, or a duration ago such as 30d).
+        #[arg(long)]
+        from: String,
+        /// End (RFC 3339, or a duration ago); default now.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only events by this actor id.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Which dynamodb sink, when several are configured.
+        #[arg(long)]
+        sink: Option<String>,
+    },
     /// Serve the vendor simulators, for trying trailkeep without accounts.
     Sim(sim::SimArgs),
     /// Run the whole pipeline against in-process simulators and print a
@@ -103,6 +127,15 @@ pub fn main() -> ExitCode {
                 limit,
                 json,
             } => status::dead_letters(&config, origin, limit, json).await,
+            Command::Query {
+                config,
+                source,
+                tenant,
+                from,
+                to,
+                actor,
+                sink,
+            } => query(&config, source, tenant, &from, to.as_deref(), actor, sink).await,
             Command::Sim(args) => sim::sim(args).await,
             Command::Demo(args) => demo::demo(args).await,
             Command::Bench(args) => bench(args).await,
@@ -209,6 +242,61 @@ async fn bench(args: crate::bench::BenchArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("trailkeep bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_instant(
+    text: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    crate::config::StartAt::parse(text).map(|s| s.resolve(now))
+}
+
+async fn query(
+    path: &std::path::Path,
+    source: String,
+    tenant: String,
+    from: &str,
+    to: Option<&str>,
+    actor: Option<String>,
+    sink: Option<String>,
+) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            print_config_errors(&path.display().to_string(), &e);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let now = chrono::Utc::now();
+    let (from, to) = match (
+        parse_instant(from, now),
+        to.map(|t| parse_instant(t, now)).unwrap_or(Ok(now)),
+    ) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("trailkeep query: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let params = crate::sinks::dynamodb::QueryParams {
+        sink,
+        source,
+        tenant,
+        from,
+        to,
+        actor,
+    };
+    let mut out = std::io::stdout();
+    match crate::sinks::dynamodb::run_query(&cfg, &params, &mut out).await {
+        Ok(n) => {
+            eprintln!("{n} event(s)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("trailkeep query: {e:#}");
             ExitCode::FAILURE
         }
     }
