@@ -412,6 +412,270 @@ impl InternalEvent for SinkBacklog<'_> {
     }
 }
 
+/// One alert send (or a skip of one already sent before a restart).
+pub struct AlertSendOutcome<'a> {
+    pub sink: &'a str,
+    pub channel: &'a str,
+    /// sent, failed (refused for good), retry (will be tried again),
+    /// skipped (sent before a restart), too_old (past max_age; channel "").
+    pub outcome: &'a str,
+    pub event_key: &'a str,
+    pub error: Option<&'a str>,
+}
+
+impl InternalEvent for AlertSendOutcome<'_> {
+    fn emit(self) {
+        match (self.outcome, self.error) {
+            ("failed", e) => error!(
+                sink = self.sink,
+                channel = self.channel,
+                event_key = self.event_key,
+                error = e.unwrap_or(""),
+                "alert refused by the channel; recorded as failed and dead-lettered, other channels continue"
+            ),
+            ("retry", e) => warn!(
+                sink = self.sink,
+                channel = self.channel,
+                event_key = self.event_key,
+                error = e.unwrap_or(""),
+                "alert send failed; will retry"
+            ),
+            ("too_old", _) => debug!(
+                sink = self.sink,
+                event_key = self.event_key,
+                "event older than max_age: no alert"
+            ),
+            ("skipped", _) => debug!(
+                sink = self.sink,
+                channel = self.channel,
+                event_key = self.event_key,
+                "alert already sent before a restart; not sending again"
+            ),
+            _ => info!(
+                sink = self.sink,
+                channel = self.channel,
+                event_key = self.event_key,
+                "alert sent"
+            ),
+        }
+        METRICS
+            .alerts_total
+            .with_label_values(&[self.sink, self.channel, self.outcome])
+            .inc();
+    }
+}
+
+/// The start-up check of an alert channel (SMS capability, chat exists).
+pub struct AlertChannelChecked<'a> {
+    pub sink: &'a str,
+    pub channel: &'a str,
+    pub problem: Option<&'a str>,
+}
+
+impl InternalEvent for AlertChannelChecked<'_> {
+    fn emit(self) {
+        match self.problem {
+            Some(p) => error!(
+                sink = self.sink,
+                channel = self.channel,
+                problem = p,
+                "alert channel check failed: its sends will fail until the configuration is fixed"
+            ),
+            None => debug!(
+                sink = self.sink,
+                channel = self.channel,
+                "alert channel checked"
+            ),
+        }
+        METRICS
+            .alert_channel_problem
+            .with_label_values(&[self.sink, self.channel])
+            .set(i64::from(self.problem.is_some()));
+    }
+}
+
+/// The pipeline opened its journal: its `journal_full` series starts at 0,
+/// so dashboards and alerts see the metric before the first pause.
+pub struct JournalOpened<'a> {
+    pub journal: &'a str,
+}
+
+impl InternalEvent for JournalOpened<'_> {
+    fn emit(self) {
+        METRICS
+            .journal_full
+            .with_label_values(&[self.journal])
+            .set(0);
+    }
+}
+
+/// A stream worker was started: its counters and the saturation flag are
+/// exposed at zero from the start, so `increase()` in alert rules sees the
+/// first event and panels show 0 rather than "no data".
+pub struct StreamRegistered<'a> {
+    pub stream: &'a StreamId,
+}
+
+impl InternalEvent for StreamRegistered<'_> {
+    fn emit(self) {
+        let l = self.stream.labels();
+        METRICS.source_events_total.with_label_values(&l).inc_by(0);
+        METRICS
+            .journal_events_stored_total
+            .with_label_values(&l)
+            .inc_by(0);
+        METRICS
+            .journal_duplicates_total
+            .with_label_values(&l)
+            .inc_by(0);
+        METRICS
+            .source_rejected_records_total
+            .with_label_values(&l)
+            .inc_by(0);
+        METRICS.source_gaps_total.with_label_values(&l).inc_by(0);
+        METRICS.source_window_saturated.with_label_values(&l).set(0);
+    }
+}
+
+/// A sink worker was started: `sink_halted` and the delivery counters are
+/// exposed at zero (and `splunk_pending_acks` for Splunk HEC sinks).
+pub struct SinkRegistered<'a> {
+    pub sink: &'a str,
+    pub kind: &'a str,
+}
+
+impl InternalEvent for SinkRegistered<'_> {
+    fn emit(self) {
+        METRICS.sink_halted.with_label_values(&[self.sink]).set(0);
+        for outcome in ["delivered", "dead_lettered"] {
+            METRICS
+                .sink_events_total
+                .with_label_values(&[self.sink, outcome])
+                .inc_by(0);
+        }
+        if self.kind == "splunk_hec" {
+            METRICS
+                .splunk_pending_acks
+                .with_label_values(&[self.sink])
+                .set(0);
+        }
+    }
+}
+
+/// The source API refused a window as too long (Symphony's 30-day rule).
+/// A client bug: the planner halves the window and goes on.
+pub struct SourceWindowTooLarge<'a> {
+    pub stream: &'a StreamId,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub message: &'a str,
+}
+
+impl InternalEvent for SourceWindowTooLarge<'_> {
+    fn emit(self) {
+        error!(stream = %self.stream, from = %self.from, to = %self.to,
+               days = (self.to - self.from).num_milliseconds() as f64 / 86_400_000.0,
+               message = self.message,
+               "source refused the window as too long; shrinking it (this is a bug: please report it)");
+    }
+}
+
+/// A source request failed transiently (429, 5xx, transport) and is retried
+/// after `retry_in`.
+pub struct SourceRequestRetrying<'a> {
+    pub stream: &'a StreamId,
+    pub what: &'a str,
+    pub status: u16,
+    pub attempt: u32,
+    pub retry_in: Duration,
+}
+
+impl InternalEvent for SourceRequestRetrying<'_> {
+    fn emit(self) {
+        warn!(stream = %self.stream, request = self.what, status = self.status, attempt = self.attempt,
+              retry_in_ms = self.retry_in.as_millis() as u64, "source request failed; retrying");
+    }
+}
+
+/// A stream's saved in-window cursor could not be used (unreadable, or
+/// refused by the server as expired): the walk goes on from an earlier
+/// safe point and the journal drops what comes again as duplicates.
+pub struct SourceCursorRestarted<'a> {
+    pub stream: &'a StreamId,
+    pub reason: &'a str,
+}
+
+impl InternalEvent for SourceCursorRestarted<'_> {
+    fn emit(self) {
+        warn!(stream = %self.stream, reason = self.reason,
+              "saved cursor unusable; re-reading from an earlier point (duplicates are dropped)");
+    }
+}
+
+/// A sink re-sent a request (or part of one) inside a delivery: throttled,
+/// unprocessed items, a 5xx or a timeout.
+pub struct SinkRequestRetried<'a> {
+    pub sink: &'a str,
+    /// `throttled`, `unprocessed`, `server_error`...
+    pub reason: &'a str,
+    /// Items the retry re-sends.
+    pub items: u64,
+    pub detail: &'a str,
+    pub retry_in: Duration,
+}
+
+impl InternalEvent for SinkRequestRetried<'_> {
+    fn emit(self) {
+        debug!(
+            sink = self.sink,
+            reason = self.reason,
+            items = self.items,
+            detail = self.detail,
+            retry_in_ms = self.retry_in.as_millis() as u64,
+            "sink request retried"
+        );
+        METRICS
+            .sink_retries_total
+            .with_label_values(&[self.sink, self.reason])
+            .inc();
+        if self.reason == "unprocessed" {
+            METRICS
+                .sink_unprocessed_items_total
+                .with_label_values(&[self.sink])
+                .inc_by(self.items);
+        }
+    }
+}
+
+/// Something about a sink's destination an operator should know, that does
+/// not stop delivery (e.g. TTL not enabled on a DynamoDB table).
+pub struct SinkSetupNotice<'a> {
+    pub sink: &'a str,
+    pub notice: &'a str,
+}
+
+impl InternalEvent for SinkSetupNotice<'_> {
+    fn emit(self) {
+        warn!(sink = self.sink, notice = self.notice, "sink setup notice");
+    }
+}
+
+/// A sink created its destination (e.g. a DynamoDB table).
+pub struct SinkDestinationCreated<'a> {
+    pub sink: &'a str,
+    pub what: &'a str,
+}
+
+impl InternalEvent for SinkDestinationCreated<'_> {
+    fn emit(self) {
+        info!(
+            sink = self.sink,
+            created = self.what,
+            "sink destination created"
+        );
+    }
+}
+
 /// One answer from Splunk HEC (status 0 = no answer).
 pub struct HecRequestCompleted<'a> {
     pub sink: &'a str,

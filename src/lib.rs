@@ -6,7 +6,9 @@
 //! delivers from the journal with its own cursor. Sources and sinks never
 //! know about each other; the pipeline only knows their traits.
 
+pub mod bench;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod internal_events;
 pub mod journal;

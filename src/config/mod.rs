@@ -395,7 +395,14 @@ pub fn parse_section<T: DeserializeOwned>(
         Err(e) => {
             let inner = e.path().to_string();
             let message = e.inner().to_string();
-            let path = join_path(prefix, if inner == "." { "" } else { &inner });
+            let mut path = join_path(prefix, if inner == "." { "" } else { &inner });
+            // serde names a missing key only in its message: put it in the path.
+            if let Some(field) = message
+                .strip_prefix("missing field `")
+                .and_then(|r| r.split('`').next())
+            {
+                path = join_path(&path, field);
+            }
             issues.push(ConfigIssue::new(path, message));
             None
         }

@@ -8,13 +8,43 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 /// Where a secret is read from: `{ env = "NAME" }` or `{ file = "/path" }`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SecretRef {
-    #[serde(default)]
     pub env: Option<String>,
-    #[serde(default)]
     pub file: Option<PathBuf>,
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    /// Hand-written so that a secret pasted inline is refused WITHOUT
+    /// echoing it (serde's own message would quote the value).
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = serde_json::Value::deserialize(de)?;
+        let serde_json::Value::Object(map) = v else {
+            return Err(D::Error::custom(
+                "secrets cannot be written in the config file; use { env = \"NAME\" } or { file = \"/path\" }",
+            ));
+        };
+        let mut r = SecretRef {
+            env: None,
+            file: None,
+        };
+        for (k, v) in map {
+            match (k.as_str(), v) {
+                ("env", serde_json::Value::String(s)) => r.env = Some(s),
+                ("file", serde_json::Value::String(s)) => r.file = Some(PathBuf::from(s)),
+                ("env" | "file", _) => {
+                    return Err(D::Error::custom(format!("`{k}` must be a string")))
+                }
+                (other, _) => {
+                    return Err(D::Error::custom(format!(
+                        "unknown field `{other}`, expected `env` or `file`"
+                    )))
+                }
+            }
+        }
+        Ok(r)
+    }
 }
 
 /// A resolved secret value.

@@ -618,7 +618,7 @@ impl Journal {
         let n = self
             .writer()
             .execute(
-                "DELETE FROM events WHERE seq <= ?1 AND ingested_ms < ?2",
+                "DELETE FROM events WHERE seq <= ?1 AND ingested_ms <= ?2",
                 params![min_cursor as i64, cutoff],
             )
             .map_err(|e| self.err(e))?;
@@ -768,5 +768,235 @@ impl Journal {
             .map_err(|e| self.err(e))?;
         let rows = st.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Actor, EventKind, Target};
+
+    fn ev(id: &str, t_ms: i64) -> AuditEvent {
+        AuditEvent {
+            key: crate::model::event_key("ringcentral", "t", id),
+            source: "ringcentral".into(),
+            tenant: "t".into(),
+            stream: "audit-trail".into(),
+            time: from_millis(t_ms),
+            ingested_at: Utc::now(),
+            action: "X".into(),
+            action_label: None,
+            kind: EventKind::Update,
+            actor: Actor::default(),
+            target: Target::default(),
+            changes: vec![],
+            client_ip: None,
+            raw: serde_json::json!({"id": id, "pad": "x".repeat(200)}),
+        }
+    }
+
+    fn sid() -> StreamId {
+        StreamId::new("ringcentral", "t", "audit-trail")
+    }
+
+    fn open() -> (tempfile::TempDir, Journal) {
+        let d = tempfile::tempdir().expect("tempdir");
+        let j = Journal::open(&d.path().join("j.db"), None).expect("open");
+        (d, j)
+    }
+
+    #[test]
+    fn duplicates_are_counted_not_stored() {
+        let (_d, j) = open();
+        let cp = Checkpoint::default();
+        let a = j
+            .commit_page(&sid(), &[ev("1", 1), ev("2", 2)], &[], &cp)
+            .expect("commit");
+        assert_eq!((a.inserted, a.duplicates), (2, 0));
+        let b = j
+            .commit_page(&sid(), &[ev("2", 2), ev("3", 3)], &[], &cp)
+            .expect("commit");
+        assert_eq!((b.inserted, b.duplicates), (1, 1));
+        assert_eq!(j.event_keys().expect("keys").len(), 3);
+        let st = j.status(&[]).expect("status");
+        assert_eq!(
+            (
+                st.streams[0].stored,
+                st.streams[0].duplicates,
+                st.streams[0].fetched
+            ),
+            (3, 1, 4)
+        );
+    }
+
+    #[test]
+    fn checkpoint_round_trips_and_survives_reopen() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let path = d.path().join("j.db");
+        let w = OpenWindow {
+            from: from_millis(1_000),
+            to: from_millis(9_000),
+            cursor: Some("4".into()),
+        };
+        let cp = Checkpoint {
+            watermark: Some(from_millis(500)),
+            open_window: Some(w),
+        };
+        {
+            let j = Journal::open(&path, None).expect("open");
+            j.commit_page(&sid(), &[ev("1", 1)], &[], &cp)
+                .expect("commit");
+        }
+        let j = Journal::open(&path, None).expect("reopen");
+        assert_eq!(j.checkpoint(&sid()).expect("read"), Some(cp));
+        assert_eq!(
+            j.checkpoint(&StreamId::new("x", "y", "z")).expect("read"),
+            None
+        );
+    }
+
+    #[test]
+    fn failed_page_leaves_checkpoint_untouched() {
+        // A page whose commit fails (journal full) must not move the checkpoint.
+        let d = tempfile::tempdir().expect("tempdir");
+        let j = Journal::open(&d.path().join("j.db"), Some(64 * 1024)).expect("open");
+        let first = Checkpoint {
+            watermark: Some(from_millis(1)),
+            open_window: None,
+        };
+        j.commit_page(&sid(), &[ev("a", 1)], &[], &first)
+            .expect("small page fits");
+        let big: Vec<AuditEvent> = (0..2_000).map(|i| ev(&format!("b{i}"), i)).collect();
+        let second = Checkpoint {
+            watermark: Some(from_millis(2)),
+            open_window: None,
+        };
+        let err = j.commit_page(&sid(), &big, &[], &second).unwrap_err();
+        assert!(err.is_full(), "{err}");
+        assert_eq!(j.checkpoint(&sid()).expect("read"), Some(first));
+        assert_eq!(
+            j.event_keys().expect("keys").len(),
+            1,
+            "no half page stored"
+        );
+        j.set_max_bytes(64 * 1024 * 1024).expect("grow");
+        j.commit_page(&sid(), &big, &[], &second)
+            .expect("fits after space returns");
+        assert_eq!(j.checkpoint(&sid()).expect("read"), Some(second));
+    }
+
+    #[test]
+    fn sink_cursor_moves_forward_only_and_records_dead_letters() {
+        let (_d, j) = open();
+        j.commit_page(
+            &sid(),
+            &[ev("1", 1), ev("2", 2), ev("3", 3)],
+            &[],
+            &Checkpoint::default(),
+        )
+        .expect("commit");
+        assert_eq!(j.sink_cursor("s").expect("cursor"), 0);
+        let batch = j.read_after(0, 2, usize::MAX).expect("read");
+        assert_eq!(batch.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
+        let dead = vec![SinkDeadLetter {
+            seq: 2,
+            key: batch[1].key.clone(),
+            reason: "invalid_event: blank".into(),
+        }];
+        j.advance_sink("s", 2, 1, &dead).expect("advance");
+        j.advance_sink("s", 1, 0, &[])
+            .expect("stale advance is harmless");
+        assert_eq!(j.sink_cursor("s").expect("cursor"), 2);
+        let dl = j.dead_letters(Some("s"), 10).expect("dead letters");
+        assert_eq!(dl.len(), 1);
+        assert_eq!(dl[0].seq, Some(2));
+        assert!(
+            dl[0].payload.contains("\"id\":\"2\""),
+            "payload kept with the dead letter"
+        );
+        let st = j.status(&["s".into()]).expect("status");
+        assert_eq!(
+            (
+                st.sinks[0].pending,
+                st.sinks[0].delivered,
+                st.sinks[0].dead_letters
+            ),
+            (1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn read_after_respects_byte_budget_but_returns_at_least_one() {
+        let (_d, j) = open();
+        j.commit_page(
+            &sid(),
+            &[ev("1", 1), ev("2", 2)],
+            &[],
+            &Checkpoint::default(),
+        )
+        .expect("commit");
+        assert_eq!(j.read_after(0, 10, 1).expect("read").len(), 1);
+    }
+
+    #[test]
+    fn prune_keeps_what_any_sink_still_needs() {
+        let (_d, j) = open();
+        j.commit_page(
+            &sid(),
+            &[ev("1", 1), ev("2", 2), ev("3", 3)],
+            &[],
+            &Checkpoint::default(),
+        )
+        .expect("commit");
+        j.advance_sink("a", 3, 3, &[]).expect("a");
+        j.advance_sink("b", 1, 1, &[]).expect("b");
+        // Retention zero: everything delivered to every sink may go.
+        let n = j
+            .prune(Duration::ZERO, &["a".into(), "b".into()])
+            .expect("prune");
+        assert_eq!(n, 1);
+        assert_eq!(j.event_keys().expect("keys").len(), 2);
+        // Nothing is pruned inside the retention period.
+        assert_eq!(
+            j.prune(Duration::from_secs(3600), &["a".into()])
+                .expect("prune"),
+            0
+        );
+    }
+
+    #[test]
+    fn rejected_records_become_stream_dead_letters() {
+        let (_d, j) = open();
+        let rej = RejectedRecord {
+            location: "page 1 row 7".into(),
+            reason: "bad When".into(),
+            raw: "a,b,c".into(),
+        };
+        let o = j
+            .commit_page(&sid(), &[], &[rej], &Checkpoint::default())
+            .expect("commit");
+        assert_eq!(o.rejected, 1);
+        let dl = j.dead_letters(Some(&sid().to_string()), 10).expect("dl");
+        assert_eq!(
+            (
+                dl[0].origin_kind.as_str(),
+                dl[0].reason.as_str(),
+                dl[0].payload.as_str()
+            ),
+            ("stream", "bad When", "a,b,c")
+        );
+        assert_eq!(dl[0].event_key.as_deref(), Some("page 1 row 7"));
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("j.db");
+        {
+            let c = Connection::open(&p).expect("open");
+            c.execute_batch("PRAGMA user_version = 99;").expect("set");
+        }
+        let e = Journal::open(&p, None).unwrap_err();
+        assert!(e.to_string().contains("schema version 99"), "{e}");
     }
 }

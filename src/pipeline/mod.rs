@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Schedule;
+use crate::internal_events::{InternalEvent, JournalOpened, SinkRegistered, StreamRegistered};
 use crate::journal::{Journal, JournalError};
 use crate::model::StreamId;
 use crate::sinks::worker::{blocking, WorkerOptions};
@@ -96,12 +97,20 @@ impl Pipeline {
     /// `shutdown_grace` to settle the batches in hand.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) -> Result<(), JournalError> {
         self.health.set_journal(self.journal.clone());
+        JournalOpened {
+            journal: &self.journal.path().display().to_string(),
+        }
+        .emit();
         let stream_stop = stop.child_token();
         let sink_stop = CancellationToken::new();
         let mut streams = JoinSet::new();
         for s in &self.sources {
             for stream in s.source.streams() {
                 self.progress.register(stream.id());
+                StreamRegistered {
+                    stream: stream.id(),
+                }
+                .emit();
                 let worker = StreamWorker {
                     stream,
                     schedule: s.schedule.clone(),
@@ -114,6 +123,11 @@ impl Pipeline {
         }
         let mut sinks = JoinSet::new();
         for sink in &self.sinks {
+            SinkRegistered {
+                sink: sink.name(),
+                kind: sink.kind(),
+            }
+            .emit();
             let w = SinkWorker::new(
                 sink.clone(),
                 self.journal.clone(),

@@ -87,6 +87,12 @@ pub fn plan(
             base = base.max(f);
         }
     }
+    // Less than one poll interval of settled time since the watermark:
+    // wait for the next poll rather than fetch slivers in a tight loop.
+    if checkpoint.watermark.is_some() && end_limit - base < chrono_duration(schedule.poll_interval)
+    {
+        return Plan::CaughtUp;
+    }
     let to = (from + max_window).min(end_limit);
     if to <= base || to <= from {
         return Plan::CaughtUp;
@@ -247,5 +253,71 @@ mod tests {
             panic!("expected fetch")
         };
         assert_eq!(window.from, now() - chrono::Duration::days(10));
+    }
+
+    #[test]
+    fn clock_jumping_back_neither_skips_nor_repeats() {
+        let s = Schedule::default();
+        let wm = now() - chrono::Duration::hours(1);
+        let cp = Checkpoint {
+            watermark: Some(wm),
+            open_window: None,
+        };
+        // The clock jumps two hours back: nothing is settled past the
+        // watermark, so nothing is fetched (no repeat of read windows).
+        let back = now() - chrono::Duration::hours(2);
+        assert_eq!(
+            plan(
+                &cp,
+                &s,
+                &limits(Some(180)),
+                Duration::from_secs(86_400),
+                back
+            ),
+            Plan::CaughtUp
+        );
+        // Once the clock is past the watermark again, the next window starts
+        // exactly at watermark - overlap (no skip).
+        let Plan::Fetch { window, .. } = plan(
+            &cp,
+            &s,
+            &limits(Some(180)),
+            Duration::from_secs(86_400),
+            now(),
+        ) else {
+            panic!("expected fetch")
+        };
+        assert_eq!(window.from, wm - chrono::Duration::minutes(10));
+    }
+
+    #[test]
+    fn clock_jumping_forward_continues_from_the_watermark() {
+        let s = Schedule::default();
+        let wm = now() - chrono::Duration::hours(1);
+        let cp = Checkpoint {
+            watermark: Some(wm),
+            open_window: None,
+        };
+        let ahead = now() + chrono::Duration::days(3);
+        let Plan::Fetch { window, gap, .. } = plan(
+            &cp,
+            &s,
+            &limits(Some(180)),
+            Duration::from_secs(86_400),
+            ahead,
+        ) else {
+            panic!("expected fetch")
+        };
+        assert_eq!(
+            window.from,
+            wm - chrono::Duration::minutes(10),
+            "no interval skipped"
+        );
+        assert_eq!(
+            window.to,
+            window.from + chrono::Duration::days(1),
+            "one max_window at a time"
+        );
+        assert!(gap.is_none());
     }
 }

@@ -177,6 +177,15 @@ impl StreamWorker {
                             to: window.to,
                         }
                         .emit();
+                        // Compliance must see it: the interval may be incomplete.
+                        let (gid, from, to) = (id.clone(), window.from, window.to);
+                        let reason = format!(
+                            "window held {found} records, the source's cap ({cap}): older records may have been evicted unread"
+                        );
+                        blocking(&self.journal, move |j| {
+                            j.record_gap(&gid, from, to, &reason)
+                        })
+                        .await?;
                         saturated = true;
                         let len = (window.to - window.from).to_std().unwrap_or_default();
                         shrink = len > MIN_WINDOW;

@@ -8,6 +8,11 @@
 
 pub mod hec;
 pub mod limiter;
+pub mod ringcentral;
+pub mod ringcentral_messaging;
+pub mod symphony;
+pub mod vbrick;
+pub mod webhook;
 
 use std::net::SocketAddr;
 
@@ -28,6 +33,11 @@ impl SimHandle {
 
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+
+    /// A token cancelled when the simulator stops (for its background tasks).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
     }
 }
 

@@ -6,7 +6,9 @@
 //! dead-lettered it). Sinks are therefore at-least-once and must be
 //! idempotent (deterministic keys) or carry the event key for de-duplication.
 
+pub mod alerts;
 pub mod archive;
+pub mod dynamodb;
 pub mod splunk_hec;
 pub mod worker;
 
@@ -21,7 +23,7 @@ use crate::journal::{Journal, JournalRecord, SinkDeadLetter};
 pub use worker::SinkWorker;
 
 /// The sink kinds this build knows.
-pub const KINDS: &[&str] = &["archive", "splunk_hec"];
+pub const KINDS: &[&str] = &["archive", "alerts", "dynamodb", "splunk_hec"];
 
 /// Batching limits a sink asks the worker for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +139,8 @@ pub trait Sink: Send + Sync {
 pub async fn build(entry: &SinkEntry, issues: &mut Vec<ConfigIssue>) -> Option<Arc<dyn Sink>> {
     match entry.kind.as_str() {
         "archive" => archive::build(entry, issues),
+        "alerts" => alerts::build(entry, issues),
+        "dynamodb" => dynamodb::build(entry, issues).await,
         "splunk_hec" => splunk_hec::build(entry, issues),
         other => {
             issues.push(ConfigIssue::new(
@@ -153,10 +157,11 @@ pub async fn build(entry: &SinkEntry, issues: &mut Vec<ConfigIssue>) -> Option<A
 
 /// Builds every enabled sink; all issues at once.
 pub async fn build_all(cfg: &Config) -> Result<Vec<Arc<dyn Sink>>, ConfigErrors> {
-    let mut issues = Vec::new();
+    let mut issues = alerts::placement_issues(cfg);
     let mut out = Vec::new();
     for entry in cfg.sinks.iter().filter(|e| e.enabled) {
-        if let Some(s) = build(entry, &mut issues).await {
+        let entry = alerts::attach_rules(entry, cfg);
+        if let Some(s) = build(&entry, &mut issues).await {
             out.push(s);
         }
     }

@@ -7,6 +7,8 @@
 //! retries of transient failures, normalisation to `AuditEvent`.
 
 pub mod ringcentral;
+pub mod symphony;
+pub mod vbrick;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use crate::journal::RejectedRecord;
 use crate::model::{AuditEvent, StreamId};
 
 /// The source kinds this build knows.
-pub const KINDS: &[&str] = &["ringcentral"];
+pub const KINDS: &[&str] = &["ringcentral", "symphony", "vbrick"];
 
 /// A closed time window `[from, to)` to read completely.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +113,8 @@ pub trait Source: Send + Sync {
 pub fn build(entry: &SourceEntry, issues: &mut Vec<ConfigIssue>) -> Option<Arc<dyn Source>> {
     match entry.kind.as_str() {
         "ringcentral" => ringcentral::build(entry, issues),
+        "symphony" => symphony::build(entry, issues),
+        "vbrick" => vbrick::build(entry, issues),
         other => {
             issues.push(ConfigIssue::new(
                 format!("{}.kind", entry.path),

@@ -35,8 +35,11 @@ pub struct Metrics {
     pub sink_errors_total: IntCounterVec,
     pub sink_halted: IntGaugeVec,
     pub sink_retries_total: IntCounterVec,
+    pub sink_unprocessed_items_total: IntCounterVec,
     pub splunk_pending_acks: IntGaugeVec,
     pub dead_letters_total: IntCounterVec,
+    pub alerts_total: IntCounterVec,
+    pub alert_channel_problem: IntGaugeVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -87,8 +90,11 @@ fn build() -> Metrics {
         sink_errors_total: reg!(r, IntCounterVec::new(opts("sink_errors_total", "Failed sink deliveries, by error code."), &["sink", "code"]).expect("metric")),
         sink_halted: reg!(r, IntGaugeVec::new(opts("sink_halted", "1 while the sink is halted on a credential or configuration error."), &["sink"]).expect("metric")),
         sink_retries_total: reg!(r, IntCounterVec::new(opts("sink_retries_total", "Retried sink requests, by reason (throttled, unprocessed, busy, ...)."), &["sink", "reason"]).expect("metric")),
+        sink_unprocessed_items_total: reg!(r, IntCounterVec::new(opts("sink_unprocessed_items_total", "Items a destination returned unprocessed (DynamoDB UnprocessedItems) and the sink re-sent."), &["sink"]).expect("metric")),
         splunk_pending_acks: reg!(r, IntGaugeVec::new(opts("splunk_pending_acks", "Splunk HEC ackIds sent and not yet confirmed."), &["sink"]).expect("metric")),
         dead_letters_total: reg!(r, IntCounterVec::new(opts("dead_letters_total", "Events a sink gave up on and dead-lettered, by reason."), &["sink", "reason"]).expect("metric")),
+        alerts_total: reg!(r, IntCounterVec::new(opts("alerts_total", "Alert sends by channel and outcome (sent, failed = refused for good and dead-lettered, retry = will be tried again, skipped = already sent before a restart, too_old = event past max_age, channel empty)."), &["sink", "channel", "outcome"]).expect("metric")),
+        alert_channel_problem: reg!(r, IntGaugeVec::new(opts("alert_channel_problem", "1 when the start-up check of an alert channel found a problem (from number not SMS-capable, chat not found)."), &["sink", "channel"]).expect("metric")),
         registry: r,
     };
     m.build_info
