@@ -523,3 +523,36 @@ async fn broken_answer_is_retried_without_loss() {
         );
     }
 }
+
+/// Events committed while earlier batches wait for their acks are sent at
+/// once (the worker refills its in-flight window on new events), not after
+/// the oldest ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_events_are_sent_while_acks_are_pending() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let journal = open_journal(dir.path());
+    let (sim, h) = hec::start(hec::Config {
+        indexing_delay_ms: 5_000,
+        ..hec::Config::default()
+    })
+    .await
+    .expect("sim");
+    let first = events("ringcentral", "acme", "audit-trail", 0, 100);
+    fill(&journal, &first);
+    let sink = build_sink(dir.path(), "hec", &h.url(), "sim-hec-token", "").await;
+    let run = run_worker(sink, &journal, Arc::new(Health::new()));
+    wait_until(10, "first batch sent", || sim.events_indexed() == 100).await;
+    let second = events("ringcentral", "acme", "audit-trail", 100, 100);
+    fill(&journal, &second);
+    wait_until(10, "second batch sent", || sim.events_indexed() == 200).await;
+    assert_eq!(
+        sim.counters().acks_read_true,
+        0,
+        "the second batch did not wait for the first one's ack"
+    );
+    wait_drained(&journal, "hec", 30).await;
+    run.finish().await;
+    let mut all = keys(&first);
+    all.extend(keys(&second));
+    assert_exactly_once(&sim.event_ids(), &all);
+}

@@ -125,6 +125,7 @@ impl SinkWorker {
                 }
                 continue;
             }
+            let room = !stopping && in_flight.len() < limits.max_in_flight.max(1);
             tokio::select! {
                 done = in_flight.next() => {
                     let Some((batch, outcome)) = done else { continue };
@@ -138,6 +139,10 @@ impl SinkWorker {
                     let next = batch.records.last().map(|r| r.ingested_ms);
                     self.report_backlog(batch.last_seq(), next).await;
                 }
+                // Room for more batches: pick up events committed while
+                // others are in flight (acks can take seconds).
+                _ = journal.wait_for_events(), if room => {}
+                _ = tokio::time::sleep(self.opts.idle_poll), if room => {}
                 _ = stop.cancelled(), if !stopping => { stopping = true; }
             }
         }
