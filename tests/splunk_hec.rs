@@ -556,3 +556,56 @@ async fn new_events_are_sent_while_acks_are_pending() {
     all.extend(keys(&second));
     assert_exactly_once(&sim.event_ids(), &all);
 }
+
+/// `check --connect`: health and token are checked; a disabled token is a
+/// halt with the server's text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connection_reports_health_and_token() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_sim, h) = hec::start(hec::Config::default()).await.expect("sim");
+    let ok = build_sink(dir.path(), "hec", &h.url(), "sim-hec-token", "").await;
+    let text = ok.check_connection().await.expect("reachable");
+    assert!(
+        text.contains("HEC is healthy") && text.contains("token accepted"),
+        "{text}"
+    );
+    let bad = build_sink(dir.path(), "hec2", &h.url(), "sim-hec-disabled", "").await;
+    let err = bad.check_connection().await.expect_err("disabled token");
+    assert!(
+        matches!(err, trailkeep::sinks::SinkError::Halt { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("Token disabled"), "{err}");
+}
+
+/// Acknowledgement switched off on the token while acks are pending: the
+/// ack query answers code 14, `auto` falls back to plain delivery (the 200s
+/// stand), nothing is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_switched_off_mid_run_falls_back_to_plain_delivery() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let journal = open_journal(dir.path());
+    let (sim, h) = hec::start(hec::Config {
+        indexing_delay_ms: 2_000,
+        ..hec::Config::default()
+    })
+    .await
+    .expect("sim");
+    let first = events("ringcentral", "acme", "audit-trail", 0, 100);
+    fill(&journal, &first);
+    let sink = build_sink(dir.path(), "hec", &h.url(), "sim-hec-token", "").await;
+    let run = run_worker(sink, &journal, Arc::new(Health::new()));
+    wait_until(10, "first batch sent", || sim.events_indexed() == 100).await;
+    sim.set_token_ack("sim-hec-token", false);
+    wait_drained(&journal, "hec", 30).await;
+    let second = events("ringcentral", "acme", "audit-trail", 100, 100);
+    fill(&journal, &second);
+    wait_drained(&journal, "hec", 30).await;
+    run.finish().await;
+    let c = sim.counters();
+    assert_eq!(c.acks_issued, 1);
+    assert_eq!(c.errors_by_code.get(&14).copied(), Some(1), "{c:?}");
+    let mut all = keys(&first);
+    all.extend(keys(&second));
+    assert_exactly_once(&sim.event_ids(), &all);
+}

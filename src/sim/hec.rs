@@ -1153,6 +1153,36 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn raw_lines_need_a_channel_and_are_indexed() {
+        let (state, h) = start(Config::default()).await.expect("start");
+        let raw = format!("{}/services/collector/raw?sourcetype=syslog", h.url());
+        assert_eq!(
+            post(&raw, Some("sim-hec-noack"), None, "a\nb\n").await,
+            (400, json!({"text":"Data channel is missing","code":10}))
+        );
+        let (status, body) = post(
+            &raw,
+            Some("sim-hec-token"),
+            Some(CH),
+            "line one\n\nline two\n",
+        )
+        .await;
+        assert_eq!((status, &body["ackId"]), (200, &json!(0)));
+        let evs = state.events();
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[1].event, json!("line two"));
+        assert_eq!(evs[0].sourcetype.as_deref(), Some("syslog"));
+        let health = reqwest::get(format!("{}/services/collector/health", h.url()))
+            .await
+            .expect("health");
+        assert_eq!(health.status().as_u16(), 200);
+        assert_eq!(
+            health.json::<Value>().await.expect("json"),
+            json!({"text":"HEC is healthy","code":17})
+        );
+    }
+
     async fn query_acks(state: &Arc<State>, ids: &str) -> Value {
         let mut headers = HeaderMap::new();
         headers.insert(
