@@ -93,7 +93,7 @@ pub fn print_table(command: &str, rows: &[Row]) {
 
 /// Runs the chosen scenarios with `exe` as the service binary.
 pub async fn run(args: &BenchArgs, exe: &Path) -> Result<Vec<Row>> {
-    let all = ["engine", "sources", "lag"];
+    let all = ["engine", "backlog", "sources", "lag"];
     let chosen: Vec<String> = if args.scenarios.is_empty() {
         all.iter().map(|s| s.to_string()).collect()
     } else {
@@ -105,6 +105,19 @@ pub async fn run(args: &BenchArgs, exe: &Path) -> Result<Vec<Row>> {
             "engine" => {
                 let small = engine(exe, args.small_events).await?;
                 let large = engine(exe, args.events).await?;
+                let growth = if small.peak_rss_mb > 0.0 {
+                    large.peak_rss_mb / small.peak_rss_mb
+                } else {
+                    0.0
+                };
+                rows.push(small);
+                let mut large = large;
+                large.note = format!("{}; RSS {:.2}x the small run", large.note, growth);
+                rows.push(large);
+            }
+            "backlog" => {
+                let small = backlog(exe, args.small_events).await?;
+                let large = backlog(exe, args.events).await?;
                 let growth = if small.peak_rss_mb > 0.0 {
                     large.peak_rss_mb / small.peak_rss_mb
                 } else {
@@ -233,35 +246,87 @@ async fn wait_delivered(
     }
 }
 
-/// Unthrottled RingCentral simulator with `n` synthetic records, perPage
-/// 1000, journal, archive.
-async fn engine(exe: &Path, n: u64) -> Result<Row> {
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path();
-    let (rc, h) = sim::ringcentral::start(sim::ringcentral::Config {
+fn synthetic_rc_source(
+    url: &str,
+    rc: &sim::ringcentral::RingCentralSim,
+    secret: &Path,
+    jwt: &Path,
+) -> String {
+    format!(
+        "[[sources]]\nkind = \"ringcentral\"\nname = \"bench\"\nserver = \"{url}\"\nclient_id = \"{}\"\nclient_secret = {{ file = \"{}\" }}\njwt = {{ file = \"{}\" }}\nper_page = 1000\nrecord_cap = 0\npoll_interval = \"5s\"\nsettle_delay = \"1s\"\n",
+        rc.cfg.client_id,
+        secret.display(),
+        jwt.display()
+    )
+}
+
+fn hec_sink(dir: &Path, endpoint: &str, token: &str) -> Result<String> {
+    let t = dir.join("hec_token");
+    std::fs::write(&t, token)?;
+    Ok(format!(
+        "[[sinks]]\nkind = \"splunk_hec\"\nname = \"splunk\"\nendpoint = \"{endpoint}\"\ntoken = {{ file = \"{}\" }}\nack = \"on\"\n",
+        t.display()
+    ))
+}
+
+async fn synthetic_rc(
+    n: u64,
+) -> Result<(
+    std::sync::Arc<sim::ringcentral::RingCentralSim>,
+    sim::SimHandle,
+)> {
+    Ok(sim::ringcentral::start(sim::ringcentral::Config {
         unlimited: true,
         synthetic_records: n,
         synthetic_span: HumanDuration(Duration::from_secs(30 * 86_400)),
         ..Default::default()
     })
-    .await?;
+    .await?)
+}
+
+/// Unthrottled RingCentral simulator with `n` synthetic records, perPage
+/// 1000 -> journal -> archive + Splunk HEC simulator (acks on).
+async fn engine(exe: &Path, n: u64) -> Result<Row> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let (rc, h) = synthetic_rc(n).await?;
     let (s, j) = write_rc_secrets(dir, &rc)?;
-    let source = format!(
-        "[[sources]]\nkind = \"ringcentral\"\nname = \"bench\"\nserver = \"{}\"\nclient_id = \"{}\"\nclient_secret = {{ file = \"{}\" }}\njwt = {{ file = \"{}\" }}\nper_page = 1000\nrecord_cap = 0\npoll_interval = \"5s\"\nsettle_delay = \"1s\"\n",
-        h.url(),
-        rc.cfg.client_id,
-        s.display(),
-        j.display()
+    let hec_cfg = sim::hec::Config {
+        store_events: false,
+        ..Default::default()
+    };
+    let token = hec_cfg
+        .tokens
+        .iter()
+        .find(|t| t.use_ack && !t.disabled)
+        .map(|t| t.token.clone())
+        .unwrap_or_default();
+    let (hec, hec_h) = sim::hec::start(hec_cfg).await?;
+    let sinks_toml = format!(
+        "{}\n{}",
+        archive_sink(dir),
+        hec_sink(dir, &hec_h.url(), &token)?
     );
-    let sinks = ["archive".to_string()];
-    let config = base_config(dir, &source, &archive_sink(dir));
+    let config = base_config(
+        dir,
+        &synthetic_rc_source(&h.url(), &rc, &s, &j),
+        &sinks_toml,
+    );
     let svc = Service::start(exe, dir, &config)?;
     let t0 = Instant::now();
-    wait_delivered(dir, &sinks, n, Duration::from_secs(1_800), &svc).await?;
+    wait_delivered(
+        dir,
+        &["archive".to_string(), "splunk".to_string()],
+        n,
+        Duration::from_secs(1_800),
+        &svc,
+    )
+    .await?;
     let wall = t0.elapsed().as_secs_f64();
     let st = svc.stats();
     svc.stop()?;
     let c = rc.counters();
+    let hc = hec.counters();
     Ok(Row {
         scenario: format!("engine {}k", n / 1000),
         events: n,
@@ -271,7 +336,62 @@ async fn engine(exe: &Path, n: u64) -> Result<Row> {
         requests: c.search_requests,
         min_requests: n.div_ceil(1000),
         rate_limited: c.rate_limited.values().sum(),
-        note: "RingCentral sim -> journal -> archive".into(),
+        note: format!(
+            "RingCentral sim -> journal -> archive + HEC sim (acks on: {} indexed, {} HEC requests)",
+            hc.events_indexed, hc.event_requests
+        ),
+    })
+}
+
+/// The sink is down (nothing listens at its endpoint) while `n` records
+/// are pulled: the journal absorbs the backlog, memory must not grow with it.
+async fn backlog(exe: &Path, n: u64) -> Result<Row> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let (rc, h) = synthetic_rc(n).await?;
+    let (s, j) = write_rc_secrets(dir, &rc)?;
+    // A port nobody listens on: every delivery fails and is retried.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let sinks_toml = hec_sink(dir, &format!("http://{dead}"), "unused")?;
+    let config = base_config(
+        dir,
+        &synthetic_rc_source(&h.url(), &rc, &s, &j),
+        &sinks_toml,
+    );
+    let svc = Service::start(exe, dir, &config)?;
+    let t0 = Instant::now();
+    let path = dir.join("journal.db");
+    loop {
+        if path.exists() {
+            let stored: u64 = Journal::open(&path, None)?
+                .status(&[])?
+                .streams
+                .iter()
+                .map(|s| s.stored)
+                .sum();
+            if stored >= n {
+                break;
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(1_800) {
+            bail!("backlog: not stored within 30 min");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let st = svc.stats();
+    svc.stop()?;
+    let c = rc.counters();
+    Ok(Row {
+        scenario: format!("backlog {}k", n / 1000),
+        events: n,
+        wall_s: wall,
+        cpu_s: st.cpu_s,
+        peak_rss_mb: st.peak_rss_mb,
+        requests: c.search_requests,
+        min_requests: n.div_ceil(1000),
+        rate_limited: c.rate_limited.values().sum(),
+        note: "sink down the whole run; journal absorbs everything".into(),
     })
 }
 

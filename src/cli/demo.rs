@@ -45,6 +45,7 @@ struct Sims {
     rc: Arc<sim::ringcentral::RingCentralSim>,
     symphony: Arc<sim::symphony::State>,
     vbrick: Arc<sim::vbrick::State>,
+    hec: Arc<sim::hec::State>,
     _handles: Vec<sim::SimHandle>,
     vars: Vec<(&'static str, String)>,
 }
@@ -70,16 +71,27 @@ async fn start_sims(args: &DemoArgs, secrets: &Path) -> std::io::Result<Sims> {
     })
     .await?;
     write_secret(secrets, "rev_secret", &vbrick.config().secret)?;
+    let hec_cfg = sim::hec::Config::default();
+    let hec_token = hec_cfg
+        .tokens
+        .iter()
+        .find(|t| t.use_ack && !t.disabled)
+        .map(|t| t.token.clone())
+        .unwrap_or_default();
+    let (hec, hec_handle) = sim::hec::start(hec_cfg).await?;
+    write_secret(secrets, "hec_token", &hec_token)?;
     let vars = vec![
         ("RINGCENTRAL_URL", rc_handle.url()),
         ("SYMPHONY_URL", sy_handle.url()),
         ("VBRICK_URL", vb_handle.url()),
+        ("HEC_URL", hec_handle.url()),
     ];
     Ok(Sims {
         rc,
         symphony,
         vbrick,
-        _handles: vec![rc_handle, sy_handle, vb_handle],
+        hec,
+        _handles: vec![rc_handle, sy_handle, vb_handle, hec_handle],
         vars,
     })
 }
@@ -244,6 +256,7 @@ fn print_summary(journal: &Journal, sinks: &[String], sims: &Sims) {
     let rc = sims.rc.counters();
     let sy = sims.symphony.counters();
     let vb = sims.vbrick.counters();
+    let hec = sims.hec.counters();
     println!("\nSummary");
     println!(
         "{:<40} {:>8} {:>8} {:>8} {:>9} {:>6}",
@@ -291,7 +304,10 @@ fn print_summary(journal: &Journal, sinks: &[String], sims: &Sims) {
         );
     }
     println!(
-        "\nvbrick: {} audit requests, {} answered 429; alerts received by the simulators: {} SMS, {} Team Messaging posts",
+        "\nsplunk: {} events indexed by the HEC simulator in {} requests, {} acks confirmed\nvbrick: {} audit requests, {} answered 429; alerts received by the simulators: {} SMS, {} Team Messaging posts",
+        hec.events_indexed,
+        hec.event_requests,
+        hec.acks_read_true,
         vb.audit_total(),
         vb.statuses.get(&429).copied().unwrap_or(0),
         rc.sms_sent,

@@ -23,6 +23,9 @@ pub struct SimArgs {
     /// Address of the Vbrick Rev simulator.
     #[arg(long, default_value = "127.0.0.1:18082")]
     pub vbrick: SocketAddr,
+    /// Address of the Splunk HEC simulator.
+    #[arg(long, default_value = "127.0.0.1:18088")]
+    pub hec: SocketAddr,
     /// Where the Symphony simulator writes the private key of its service
     /// account `demo-bot` (the public key is registered with it).
     #[arg(long, default_value = "./sim-secrets")]
@@ -38,6 +41,8 @@ struct SimFile {
     symphony: Option<sim::symphony::Config>,
     #[serde(default)]
     vbrick: Option<sim::vbrick::Config>,
+    #[serde(default)]
+    hec: Option<sim::hec::Config>,
 }
 
 pub async fn sim(args: SimArgs) -> ExitCode {
@@ -107,6 +112,31 @@ pub async fn sim(args: SimArgs) -> ExitCode {
         _vb_handle.addr,
         vb.config().account_id,
         vb.config().api_key
+    );
+    let hec_cfg = file.hec.unwrap_or_default();
+    let tokens: Vec<String> = hec_cfg
+        .tokens
+        .iter()
+        .map(|t| {
+            format!(
+                "{} (ack {}{})",
+                t.token,
+                if t.use_ack { "on" } else { "off" },
+                if t.disabled { ", disabled" } else { "" }
+            )
+        })
+        .collect();
+    let _hec_handle = match sim::hec::start_on(hec_cfg, args.hec).await {
+        Ok((_, h)) => h,
+        Err(e) => {
+            eprintln!("trailkeep sim: cannot listen on {}: {e}", args.hec);
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "Splunk HEC simulator on http://{}  (tokens: {})",
+        _hec_handle.addr,
+        tokens.join(", ")
     );
     println!("Ctrl-C to stop.");
     let _ = tokio::signal::ctrl_c().await;

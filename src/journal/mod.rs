@@ -999,4 +999,23 @@ mod tests {
         let e = Journal::open(&p, None).unwrap_err();
         assert!(e.to_string().contains("schema version 99"), "{e}");
     }
+
+    #[test]
+    fn concurrent_first_opens_migrate_once() {
+        for _ in 0..20 {
+            let d = tempfile::tempdir().expect("tempdir");
+            let p = d.path().join("j.db");
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let p = p.clone();
+                    std::thread::spawn(move || Journal::open(&p, None).map(|_| ()))
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .expect("thread")
+                    .expect("every concurrent open succeeds");
+            }
+        }
+    }
 }

@@ -72,23 +72,37 @@ pub fn migrate(conn: &Connection, path: &str) -> Result<(), JournalError> {
         path: path.to_string(),
         source,
     };
-    let current: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(sql)?;
     let supported = MIGRATIONS.len() as i64;
-    if current > supported {
-        return Err(JournalError::TooNew {
-            path: path.to_string(),
-            found: current,
-            supported,
-        });
-    }
-    for (i, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (i, m) in MIGRATIONS.iter().enumerate() {
         let version = i as i64 + 1;
-        conn.execute_batch(&format!(
-            "BEGIN; {m}; PRAGMA user_version = {version}; COMMIT;"
-        ))
-        .map_err(sql)?;
+        // BEGIN IMMEDIATE takes the write lock before reading the version,
+        // so two processes opening a new journal at once (the service and
+        // `status`, or a restart racing a dying process) migrate it once.
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(sql)?;
+        let current: i64 = match conn.query_row("PRAGMA user_version", [], |r| r.get(0)) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(sql(e));
+            }
+        };
+        if current > supported {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(JournalError::TooNew {
+                path: path.to_string(),
+                found: current,
+                supported,
+            });
+        }
+        if current >= version {
+            conn.execute_batch("COMMIT").map_err(sql)?;
+            continue;
+        }
+        if let Err(e) = conn.execute_batch(&format!("{m}; PRAGMA user_version = {version};")) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(sql(e));
+        }
+        conn.execute_batch("COMMIT").map_err(sql)?;
     }
     Ok(())
 }

@@ -333,8 +333,16 @@ fn hec_error(code: i64, invalid_event: Option<usize>) -> Response {
 
 /// Starts the simulator on 127.0.0.1 (any free port).
 pub async fn start(cfg: Config) -> std::io::Result<(Arc<State>, SimHandle)> {
+    start_on(cfg, loopback()).await
+}
+
+/// Starts the simulator on `addr` (`trailkeep sim`).
+pub async fn start_on(
+    cfg: Config,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<(Arc<State>, SimHandle)> {
     let state = Arc::new(State::new(cfg));
-    let handle = serve(router(state.clone()), loopback()).await?;
+    let handle = serve(router(state.clone()), addr).await?;
     Ok((state, handle))
 }
 
