@@ -19,7 +19,7 @@ use crate::journal::{
 };
 use crate::model::{AuditEvent, StreamId};
 use crate::sinks::worker::blocking;
-use crate::sources::{SourceError, StreamSource, Window};
+use crate::sources::{Page, SourceError, StreamSource, Window};
 use crate::telemetry::Health;
 use crate::util::backoff_delay;
 
@@ -155,11 +155,16 @@ impl StreamWorker {
     ) -> Result<WindowResult, JournalError> {
         let limits = self.stream.limits();
         let mut saturated = false;
+        // The next page, requested while the previous one was committing.
+        let mut prefetched: Option<Result<Page, SourceError>> = None;
         loop {
             let first_page = cursor.is_none();
-            let fetched = tokio::select! {
-                r = self.stream.fetch_page(&window, cursor.as_deref()) => r,
-                _ = stop.cancelled() => return Ok(WindowResult::Stopped),
+            let fetched = match prefetched.take() {
+                Some(r) => r,
+                None => tokio::select! {
+                    r = self.stream.fetch_page(&window, cursor.as_deref()) => r,
+                    _ = stop.cancelled() => return Ok(WindowResult::Stopped),
+                },
             };
             let page = match fetched {
                 Ok(p) => p,
@@ -225,13 +230,31 @@ impl StreamWorker {
                 }
             };
             let fetched_n = page.events.len() + page.rejected.len();
-            let outcome = match self
-                .commit(id, page.events, page.rejected, next_checkpoint, stop)
-                .await?
-            {
+            let commit = self.commit(id, page.events, page.rejected, next_checkpoint, stop);
+            // Overlap the next request with this commit: the source's latency
+            // and the journal's write then cost the time of the slower one.
+            // The cursor still moves only with a committed page.
+            let (committed, next_page) = match (&page.next, shrink) {
+                (Some(next), false) => {
+                    let fetch = async {
+                        tokio::select! {
+                            r = self.stream.fetch_page(&window, Some(next)) => Some(r),
+                            _ = stop.cancelled() => None,
+                        }
+                    };
+                    let (c, f) = tokio::join!(commit, fetch);
+                    (c?, f)
+                }
+                _ => (commit.await?, None),
+            };
+            prefetched = next_page;
+            let outcome = match committed {
                 Some(o) => o,
                 None => return Ok(WindowResult::Stopped),
             };
+            if stop.is_cancelled() {
+                return Ok(WindowResult::Stopped);
+            }
             PageCommitted {
                 stream: id,
                 fetched: fetched_n,
