@@ -148,7 +148,7 @@ ack = "on"
 max_events = {HEC_MAX_EVENTS}
 max_in_flight = {HEC_MAX_IN_FLIGHT}
 ack_poll_interval = "50ms"
-ack_timeout = "30s"
+ack_timeout = "10s"
 request_timeout = "10s"
 
 [[sinks]]
