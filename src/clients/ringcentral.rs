@@ -297,7 +297,7 @@ impl RcClient {
                 Ok(r) => r,
                 Err(e) => {
                     attempt += 1;
-                    if attempt >= self.opts.max_attempts {
+                    if attempt >= self.opts.max_attempts || is_certificate_error(&e) {
                         return Err(RcError::Transient(format!(
                             "POST /restapi/oauth/token: {}",
                             without_url(&e)
@@ -431,7 +431,7 @@ impl RcClient {
                         .emit();
                     }
                     attempt += 1;
-                    if attempt >= self.opts.max_attempts {
+                    if attempt >= self.opts.max_attempts || is_certificate_error(&e) {
                         return Err(RcError::Transient(format!(
                             "{method} {path}: {}",
                             without_url(&e)
@@ -532,15 +532,35 @@ impl RcClient {
 /// reqwest errors print the URL; ours carry no secrets in URLs, but keep
 /// messages short and stable.
 fn without_url(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "request timed out".into();
+    }
+    // reqwest's own text hides the cause (refused, reset, an untrusted
+    // certificate): append the source chain.
     let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
     if let Some(u) = e.url() {
         s = s.replace(u.as_str(), "");
     }
-    if e.is_timeout() {
-        "request timed out".into()
-    } else {
-        s
+    s
+}
+
+/// The server's TLS certificate was not trusted: retrying cannot help
+/// (configure the CA instead), so the request fails at once.
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        if c.to_string().contains("certificate") {
+            return true;
+        }
+        src = c.source();
     }
+    false
 }
 
 #[cfg(test)]
