@@ -51,6 +51,11 @@ pub struct SavedAck {
     pub count: usize,
     /// When the request was sent (Unix ms), for the timeout after a restart.
     pub sent_ms: i64,
+    /// The ack read true. Kept (not deleted) until the worker commits the
+    /// batch, because Splunk forgets an ack once read: a process killed
+    /// before the cursor moved must still know the request was indexed.
+    #[serde(default)]
+    pub confirmed: bool,
 }
 
 struct Entry {
@@ -66,8 +71,12 @@ struct Inner {
     /// (channel, ackId) → pending ack.
     pending: HashMap<(String, u64), Entry>,
     /// Requests confirmed but not yet committed by the worker
-    /// (first seq → (last seq, count)), so a retried batch is not sent again.
-    confirmed: BTreeMap<u64, (u64, usize)>,
+    /// (first seq → (last seq, count, journal state key)), so a retried
+    /// batch is not sent again.
+    confirmed: BTreeMap<u64, (u64, usize, String)>,
+    /// Journal records of delivered batches, deleted once the worker's
+    /// cursor has passed them (last seq, state key).
+    awaiting_commit: Vec<(u64, String)>,
 }
 
 /// A range already handled, or an ack to wait for.
@@ -169,6 +178,10 @@ impl Acks {
                     stale.push(key);
                     continue;
                 }
+                if s.confirmed {
+                    inner.confirmed.insert(s.first, (s.last, s.count, key));
+                    continue;
+                }
                 let age = Duration::from_millis(now_ms.saturating_sub(s.sent_ms).max(0) as u64);
                 inner.pending.insert(
                     (channel, id),
@@ -208,6 +221,7 @@ impl Acks {
             last,
             count,
             sent_ms: Utc::now().timestamp_millis(),
+            confirmed: false,
         };
         let (sink, key) = (self.sink.clone(), state_key(channel, ack_id));
         let value = serde_json::to_string(&saved).map_err(|e| e.to_string())?;
@@ -246,7 +260,7 @@ impl Acks {
         if let Some(k) = inner
             .confirmed
             .get(&first)
-            .and_then(|(last, count)| prefix(*last, *count))
+            .and_then(|(last, count, _)| prefix(*last, *count))
         {
             return Some((k, Covered::Confirmed));
         }
@@ -260,18 +274,61 @@ impl Acks {
         Some((k, Covered::Pending(rx)))
     }
 
-    /// Forgets confirmed ranges inside a batch the worker now commits.
-    pub fn forget_confirmed(&self, first: u64, last: u64) {
-        let mut inner = self.lock();
-        let done: Vec<u64> = inner
-            .confirmed
-            .range(first..=last)
-            .filter(|(_, (l, _))| *l <= last)
-            .map(|(f, _)| *f)
-            .collect();
-        for f in done {
-            inner.confirmed.remove(&f);
-        }
+    /// Forgets confirmed ranges inside a batch that `deliver` now returns.
+    /// Their journal records go only once the sink's cursor has passed
+    /// them, so a process killed before the worker commits still knows the
+    /// batch was indexed.
+    pub async fn forget_confirmed(&self, first: u64, last: u64) {
+        let cursor = {
+            let (sink, j) = (self.sink.clone(), self.journal.clone());
+            blocking(&j, move |j| j.sink_cursor(&sink))
+                .await
+                .unwrap_or(0)
+        };
+        let keys: Vec<String> = {
+            let mut inner = self.lock();
+            let done: Vec<u64> = inner
+                .confirmed
+                .range(first..=last)
+                .filter(|(_, (l, _, _))| *l <= last)
+                .map(|(f, _)| *f)
+                .collect();
+            for f in done {
+                if let Some((l, _, k)) = inner.confirmed.remove(&f) {
+                    inner.awaiting_commit.push((l, k));
+                }
+            }
+            let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut inner.awaiting_commit)
+                .into_iter()
+                .partition(|(l, _)| *l <= cursor);
+            inner.awaiting_commit = wait;
+            ready.into_iter().map(|(_, k)| k).collect()
+        };
+        self.delete_keys(keys).await;
+    }
+
+    /// Deletes the records of delivered batches the cursor has passed.
+    /// Returns how many still wait for the worker's commit.
+    pub async fn cleanup_committed(&self) -> usize {
+        let cursor = {
+            let (sink, j) = (self.sink.clone(), self.journal.clone());
+            blocking(&j, move |j| j.sink_cursor(&sink))
+                .await
+                .unwrap_or(0)
+        };
+        let (keys, left) = {
+            let mut inner = self.lock();
+            let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut inner.awaiting_commit)
+                .into_iter()
+                .partition(|(l, _)| *l <= cursor);
+            inner.awaiting_commit = wait;
+            (
+                ready.into_iter().map(|(_, k)| k).collect::<Vec<_>>(),
+                inner.awaiting_commit.len(),
+            )
+        };
+        self.delete_keys(keys).await;
+        left
     }
 
     async fn delete_keys(&self, keys: Vec<String>) {
@@ -292,39 +349,65 @@ impl Acks {
         }
     }
 
-    /// Settles acks: journal state first, then the waiters.
+    /// Settles acks: journal state first, then the waiters. An indexed
+    /// request stays recorded (as confirmed) until its batch is committed.
     async fn settle(&self, done: Vec<((String, u64), AckOutcome)>) {
         if done.is_empty() {
             return;
         }
         let mut settled = Vec::new();
+        let mut confirmed_rows = Vec::new();
+        let mut lost_keys = Vec::new();
         {
             let mut inner = self.lock();
             for (key, outcome) in done {
                 if let Some(e) = inner.pending.remove(&key) {
+                    let skey = state_key(&key.0, key.1);
                     if outcome == AckOutcome::Indexed {
-                        inner.confirmed.insert(e.first, (e.last, e.count));
-                    } else if outcome == AckOutcome::Lost {
-                        HecAckTimedOut {
-                            sink: &self.sink,
-                            ack_id: key.1,
+                        inner
+                            .confirmed
+                            .insert(e.first, (e.last, e.count, skey.clone()));
+                        let saved = SavedAck {
                             first: e.first,
                             last: e.last,
-                            outcome: "ack_lost",
+                            count: e.count,
+                            sent_ms: 0,
+                            confirmed: true,
+                        };
+                        if let Ok(v) = serde_json::to_string(&saved) {
+                            confirmed_rows.push((skey, v));
                         }
-                        .emit();
+                    } else {
+                        if outcome == AckOutcome::Lost {
+                            HecAckTimedOut {
+                                sink: &self.sink,
+                                ack_id: key.1,
+                                first: e.first,
+                                last: e.last,
+                                outcome: "ack_lost",
+                            }
+                            .emit();
+                        }
+                        lost_keys.push(skey);
                     }
                     settled.push((key, outcome, e.waiters));
                 }
             }
         }
-        self.delete_keys(
-            settled
-                .iter()
-                .map(|((c, id), _, _)| state_key(c, *id))
-                .collect(),
-        )
-        .await;
+        if !confirmed_rows.is_empty() {
+            let sink = self.sink.clone();
+            let res = blocking(&self.journal, move |j| {
+                for (k, v) in &confirmed_rows {
+                    j.set_sink_state(&sink, k, v)?;
+                }
+                Ok(())
+            })
+            .await;
+            if let Err(e) = res {
+                tracing::warn!(sink = %self.sink, error = %e, "cannot record confirmed acks in the journal");
+            }
+        }
+        self.delete_keys(lost_keys).await;
         for (_, outcome, waiters) in settled {
             for w in waiters {
                 let _ = w.send(outcome);

@@ -445,14 +445,28 @@ impl Sink for HecSink {
         let result = self
             .deliver_chunks(batch, &acks, &mut queue, &mut dead)
             .await;
+        if result.is_ok() {
+            self.dead_memo
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|seq, _| *seq < first_seq || *seq > last_seq);
+            acks.forget_confirmed(first_seq, last_seq).await;
+            // The worker commits the cursor right after we return; clean up
+            // this batch's ack records once it has.
+            let a = acks.clone();
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if a.cleanup_committed().await == 0 {
+                        break;
+                    }
+                }
+            });
+            return Ok(Delivery { dead });
+        }
         let mut memo = self.dead_memo.lock().unwrap_or_else(|p| p.into_inner());
         match result {
-            Ok(()) => {
-                memo.retain(|seq, _| *seq < first_seq || *seq > last_seq);
-                drop(memo);
-                acks.forget_confirmed(first_seq, last_seq);
-                Ok(Delivery { dead })
-            }
+            Ok(()) => Ok(Delivery { dead }),
             Err(e) => {
                 for d in dead {
                     memo.insert(d.seq, d);
