@@ -85,6 +85,18 @@ proptest! {
     }
 
     #[test]
+    fn symphony_item_never_panics(v in any_json()) {
+        let _ = trailkeep::sources::symphony::normalize::normalize("t", &v, chrono::Utc::now());
+    }
+
+    #[test]
+    fn symphony_item_with_string_or_number_fields(ts in prop_oneof![any::<i64>().prop_map(|n| json!(n)), ".{0,16}".prop_map(|s| json!(s))],
+                                                   id in prop_oneof![any::<i64>().prop_map(|n| json!(n)), ".{0,16}".prop_map(|s| json!(s)), Just(Value::Null)]) {
+        let item = json!({"timestamp": ts, "actionName": "x", "initiatorId": id, "affectedId": id});
+        let _ = trailkeep::sources::symphony::normalize::normalize("t", &item, chrono::Utc::now());
+    }
+
+    #[test]
     fn durations_never_panic(s in ".{0,24}") {
         let _ = parse_duration(&s);
     }

@@ -457,4 +457,29 @@ mod tests {
             SendOutcome::AckDisabled
         ));
     }
+
+    proptest::proptest! {
+        /// Whatever a server (or something pretending to be one) answers,
+        /// classification never panics and a 2xx with code 0 is the only
+        /// acceptance.
+        #[test]
+        fn any_answer_is_classified(status in 100u16..600, body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let answer: HecAnswer = serde_json::from_slice(&body).unwrap_or_default();
+            let accepted_code = answer.code.unwrap_or(0) == 0;
+            let out = classify_send("http://x/services/collector/event", status, answer, &body, None);
+            if matches!(out, SendOutcome::Accepted { .. }) {
+                proptest::prop_assert!(status == 200 && accepted_code);
+            }
+        }
+
+        #[test]
+        fn json_like_answers_are_classified(status in 100u16..600, code in proptest::option::of(-5i64..30), text in ".{0,30}", inv in proptest::option::of(-3i64..600)) {
+            let mut v = serde_json::json!({"text": text});
+            if let Some(c) = code { v["code"] = c.into(); }
+            if let Some(n) = inv { v["invalid-event-number"] = n.into(); }
+            let body = v.to_string().into_bytes();
+            let answer: HecAnswer = serde_json::from_slice(&body).unwrap_or_default();
+            let _ = classify_send("http://x/services/collector/event", status, answer, &body, None);
+        }
+    }
 }

@@ -646,4 +646,28 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        /// Arbitrary bytes never panic the CSV reader; every data row ends
+        /// up as an event or a dead letter.
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = parse_body(&body, &ctx());
+        }
+
+        /// The spec's header with mangled rows after it.
+        #[test]
+        fn mangled_rows_are_rejected_not_lost(rows in proptest::collection::vec("[a-zA-Z0-9:,\"{} -]{0,80}", 1..8)) {
+            let mut body = String::from("MessageKey,EntityKey,EntityId,When,Principal,Message,PreviousState,CurrentState\r\n");
+            for r in &rows {
+                body.push_str(r);
+                body.push_str("\r\n");
+            }
+            if let Ok(page) = parse_body(body.as_bytes(), &ctx()) {
+                let non_empty = rows.iter().filter(|r| !r.is_empty()).count();
+                proptest::prop_assert!(page.events.len() + page.rejected.len() <= rows.len());
+                proptest::prop_assert!(page.events.len() + page.rejected.len() >= non_empty.min(1).saturating_sub(1));
+            }
+        }
+    }
 }
