@@ -32,6 +32,10 @@ pub struct BatchLimits {
     pub max_bytes: usize,
     /// Batches delivered concurrently; the cursor still moves in order.
     pub max_in_flight: usize,
+    /// While nothing is in flight, a batch smaller than `max_events` waits
+    /// up to this long for more events (fewer, fuller requests). Zero =
+    /// send at once.
+    pub max_wait: Duration,
 }
 
 impl Default for BatchLimits {
@@ -40,6 +44,7 @@ impl Default for BatchLimits {
             max_events: 1_000,
             max_bytes: 4 * 1024 * 1024,
             max_in_flight: 1,
+            max_wait: Duration::ZERO,
         }
     }
 }

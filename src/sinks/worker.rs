@@ -109,7 +109,28 @@ impl SinkWorker {
                 if batch.is_empty() {
                     break;
                 }
-                let batch = Batch { records: batch };
+                let mut batch = Batch { records: batch };
+                if in_flight.is_empty()
+                    && !limits.max_wait.is_zero()
+                    && batch.len() < limits.max_events
+                {
+                    // Nothing is waiting on us: let the batch fill a little.
+                    let deadline = Instant::now() + limits.max_wait;
+                    while batch.len() < limits.max_events.max(1) && Instant::now() < deadline {
+                        tokio::select! {
+                            _ = journal.wait_for_events() => {}
+                            _ = tokio::time::sleep_until(deadline) => {}
+                            _ = stop.cancelled() => break,
+                        }
+                        let more = blocking(&journal, move |j| {
+                            j.read_after(read_pos, limits.max_events.max(1), limits.max_bytes)
+                        })
+                        .await?;
+                        if more.len() > batch.len() {
+                            batch = Batch { records: more };
+                        }
+                    }
+                }
                 read_pos = batch.last_seq();
                 in_flight.push_back(self.deliver_until_done(batch, stop.clone()));
             }

@@ -1018,6 +1018,7 @@ impl Sink for AlertsSink {
             max_events: self.max_events,
             max_bytes: 4 * 1024 * 1024,
             max_in_flight: 1,
+            ..BatchLimits::default()
         }
     }
 

@@ -162,6 +162,7 @@ impl Sink for ArchiveSink {
             max_events: self.max_events,
             max_bytes: 16 * 1024 * 1024,
             max_in_flight: 1,
+            ..BatchLimits::default()
         }
     }
 

@@ -356,6 +356,7 @@ impl Sink for DynamoSink {
             max_events: self.settings.batch_size,
             max_bytes: 16 * 1024 * 1024,
             max_in_flight: self.settings.max_in_flight,
+            ..BatchLimits::default()
         }
     }
 

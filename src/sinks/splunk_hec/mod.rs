@@ -85,6 +85,10 @@ struct Settings {
     max_events: usize,
     #[serde(default = "default_max_in_flight")]
     max_in_flight: usize,
+    /// A batch smaller than `max_events` waits up to this long for more
+    /// events while nothing is in flight (0 = send at once).
+    #[serde(default = "default_max_wait")]
+    max_wait: HumanDuration,
     #[serde(default)]
     ack: AckMode,
     #[serde(default = "default_ack_timeout")]
@@ -108,6 +112,10 @@ fn default_max_bytes() -> usize {
 fn default_max_events() -> usize {
     1_000
 }
+fn default_max_wait() -> HumanDuration {
+    HumanDuration(Duration::ZERO)
+}
+
 fn default_max_in_flight() -> usize {
     32
 }
@@ -244,6 +252,7 @@ pub fn build(entry: &SinkEntry, issues: &mut Vec<ConfigIssue>) -> Option<Arc<dyn
             max_events: s.max_events,
             max_bytes: s.max_bytes,
             max_in_flight: s.max_in_flight,
+            max_wait: s.max_wait.0,
         },
         ack: s.ack,
         ack_timeout: s.ack_timeout.0,
@@ -685,12 +694,12 @@ mod tests {
         let issues = issues_for(
             dir.path(),
             &format!(
-                "endpoint = \"https://h:8088\"\ntoken = {{ file = \"{}\" }}\nmax_wait = \"1s\"",
+                "endpoint = \"https://h:8088\"\ntoken = {{ file = \"{}\" }}\nmax_wiat = \"1s\"",
                 t.display()
             ),
         );
         assert!(
-            issues[0].starts_with("sinks[0].max_wait: unknown field"),
+            issues[0].starts_with("sinks[0].max_wiat: unknown field"),
             "{issues:?}"
         );
     }
