@@ -211,12 +211,33 @@ impl Journal {
             source,
         };
         let writer = Connection::open(path).map_err(sql)?;
+        // The busy timeout first: switching a new file to WAL takes a lock
+        // that another process opening it at the same moment may hold.
         writer
-            .execute_batch(
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;",
-            )
+            .busy_timeout(std::time::Duration::from_secs(10))
             .map_err(sql)?;
-        schema::migrate(&writer, &display)?;
+        // SQLite answers SQLITE_BUSY at once (no busy handler) when two
+        // connections race to turn a new file into WAL or to migrate it:
+        // retry those first steps for a while.
+        let mut tries = 0;
+        loop {
+            let step = writer
+                .execute_batch(
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+                )
+                .map_err(sql)
+                .and_then(|_| schema::migrate(&writer, &display));
+            match step {
+                Err(JournalError::Sqlite {
+                    source: rusqlite::Error::SqliteFailure(f, _),
+                    ..
+                }) if f.code == rusqlite::ErrorCode::DatabaseBusy && tries < 500 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        }
         if let Some(max) = max_bytes {
             let page_size: i64 = writer
                 .query_row("PRAGMA page_size", [], |r| r.get(0))
@@ -227,6 +248,9 @@ impl Journal {
                 .map_err(sql)?;
         }
         let reader = Connection::open(path).map_err(sql)?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql)?;
         reader
             .execute_batch("PRAGMA busy_timeout=5000; PRAGMA query_only=ON;")
             .map_err(sql)?;
