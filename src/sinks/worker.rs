@@ -232,14 +232,11 @@ impl SinkWorker {
         let mut attempt = 0u32;
         loop {
             let started = Instant::now();
-            let result = tokio::select! {
-                r = self.sink.deliver(&batch, &self.ctx) => r,
-                _ = stop.cancelled() => {
-                    // Let an in-progress delivery finish within the grace
-                    // period the pipeline allows; it aborts us after that.
-                    self.sink.deliver(&batch, &self.ctx).await
-                }
-            };
+            // Never cancel a delivery in progress: its side effects (a file
+            // append, an HTTP send) may already be under way, and starting it
+            // again would repeat them. On shutdown it finishes within the
+            // grace period the pipeline allows (which aborts us after that).
+            let result = self.sink.deliver(&batch, &self.ctx).await;
             match result {
                 Ok(delivery) => {
                     self.recovered();
