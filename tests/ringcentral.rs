@@ -546,3 +546,75 @@ fn bad_config_exits_2_naming_the_key() {
     );
     let _ = rfc3339_ms(Utc::now());
 }
+
+/// `trailkeep status` shows what the dashboard's main panels show: lag,
+/// horizon headroom, stored and duplicates per stream; pending, delivered
+/// and dead letters per sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_lag_headroom_and_sink_backlog() {
+    let (_t, dir) = temp();
+    let (sim, h) = rcsim::start(SimConfig {
+        initial_records: 300,
+        initial_span: days(20),
+        ..fast_limits()
+    })
+    .await
+    .expect("sim");
+    let src = rc_source_toml(
+        &dir,
+        &sim,
+        &h.url(),
+        "stat",
+        "poll_interval = \"500ms\"\nsettle_delay = \"200ms\"\noverlap = \"1h\"",
+    );
+    let text = config_toml(&dir, &src);
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, &text).expect("config");
+    let (p, _j) = pipeline_from(&text).await;
+    let run = spawn(&p);
+    wait_until("caught up", Duration::from_secs(30), || {
+        p.drained().unwrap_or(false)
+    })
+    .await;
+    run.shutdown().await;
+    let out = Command::new(BIN)
+        .args(["status", "--json", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let s = &v["streams"][0];
+    assert_eq!(s["stream"], "ringcentral/stat/audit-trail");
+    assert_eq!(s["stored"], 300);
+    assert!(s["lag_seconds"].as_i64().expect("lag") < 60, "{s}");
+    // Watermark ~now, overlap 1 h: about 180 days less an hour of headroom.
+    let headroom = s["horizon_headroom_seconds"].as_i64().expect("headroom");
+    assert!(
+        (179 * 86_400..180 * 86_400).contains(&headroom),
+        "headroom {headroom}"
+    );
+    let sink = &v["sinks"][0];
+    assert_eq!(
+        (
+            sink["sink"].as_str(),
+            sink["pending"].as_u64(),
+            sink["delivered"].as_u64()
+        ),
+        (Some("archive"), Some(0), Some(300))
+    );
+    let table = Command::new(BIN)
+        .args(["status", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("status");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("HEADROOM") && table.contains("179d"),
+        "{table}"
+    );
+}

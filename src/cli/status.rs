@@ -30,6 +30,30 @@ fn open(path: &Path) -> Result<(Config, Journal), ExitCode> {
     Ok((cfg, j))
 }
 
+/// Seconds before records not yet read can fall out of the source's
+/// retention (the dashboard's "horizon headroom"), where the source has a
+/// known horizon: (watermark - overlap) - (now - horizon).
+fn headroom_seconds(
+    cfg: &Config,
+    stream: &str,
+    watermark: Option<chrono::DateTime<Utc>>,
+) -> Option<i64> {
+    let id = crate::model::StreamId::parse(stream)?;
+    let horizon = match id.source.as_str() {
+        "ringcentral" => crate::sources::ringcentral::HORIZON,
+        _ => return None,
+    };
+    let overlap = cfg
+        .sources
+        .iter()
+        .find(|e| e.name == id.tenant)
+        .map(|e| e.schedule.overlap)
+        .unwrap_or_default();
+    let now = Utc::now();
+    let oldest_unread = watermark? - crate::util::chrono_duration(overlap);
+    Some((oldest_unread - (now - crate::util::chrono_duration(horizon))).num_seconds())
+}
+
 pub async fn status(path: &Path, as_json: bool) -> ExitCode {
     let (cfg, journal) = match open(path) {
         Ok(v) => v,
@@ -55,7 +79,8 @@ pub async fn status(path: &Path, as_json: bool) -> ExitCode {
             .iter()
             .map(|s| {
                 let lag = s.watermark.map(|w| (now - w).num_seconds());
-                json!({"stream": s.stream, "watermark": s.watermark, "lag_seconds": lag, "open_window": s.open_window,
+                let headroom = headroom_seconds(&cfg, &s.stream, s.watermark);
+                json!({"stream": s.stream, "watermark": s.watermark, "lag_seconds": lag, "horizon_headroom_seconds": headroom, "open_window": s.open_window,
                        "fetched": s.fetched, "stored": s.stored, "duplicates": s.duplicates, "rejected": s.rejected,
                        "gaps": s.gaps, "last_error": s.last_error, "last_error_at": s.last_error_at})
             })
@@ -69,8 +94,8 @@ pub async fn status(path: &Path, as_json: bool) -> ExitCode {
         st.path, st.events, st.max_seq
     );
     println!(
-        "{:<40} {:<24} {:>9} {:>8} {:>8} {:>6} {:>5}  LAST ERROR",
-        "STREAM", "WATERMARK", "LAG", "STORED", "DUPS", "REJECT", "GAPS"
+        "{:<40} {:<24} {:>9} {:>9} {:>8} {:>8} {:>6} {:>5}  LAST ERROR",
+        "STREAM", "WATERMARK", "LAG", "HEADROOM", "STORED", "DUPS", "REJECT", "GAPS"
     );
     for s in &st.streams {
         let lag = s
@@ -81,11 +106,16 @@ pub async fn status(path: &Path, as_json: bool) -> ExitCode {
             .watermark
             .map(|w| w.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_else(|| "-".into());
+        let headroom = match headroom_seconds(&cfg, &s.stream, s.watermark) {
+            Some(h) if h < 0 => "LOST".to_string(),
+            Some(h) => format_duration(std::time::Duration::from_secs(h as u64)),
+            None => "-".into(),
+        };
         let mut err = s.last_error.clone().unwrap_or_default();
         err.truncate(100);
         println!(
-            "{:<40} {:<24} {:>9} {:>8} {:>8} {:>6} {:>5}  {}",
-            s.stream, wm, lag, s.stored, s.duplicates, s.rejected, s.gaps, err
+            "{:<40} {:<24} {:>9} {:>9} {:>8} {:>8} {:>6} {:>5}  {}",
+            s.stream, wm, lag, headroom, s.stored, s.duplicates, s.rejected, s.gaps, err
         );
     }
     println!(
