@@ -104,29 +104,11 @@ pub async fn run(args: &BenchArgs, exe: &Path) -> Result<Vec<Row>> {
         match s.as_str() {
             "engine" => {
                 let small = engine(exe, args.small_events).await?;
-                let large = engine(exe, args.events).await?;
-                let growth = if small.peak_rss_mb > 0.0 {
-                    large.peak_rss_mb / small.peak_rss_mb
-                } else {
-                    0.0
-                };
-                rows.push(small);
-                let mut large = large;
-                large.note = format!("{}; RSS {:.2}x the small run", large.note, growth);
-                rows.push(large);
+                rows.extend(small_and_large(small, engine(exe, args.events).await?));
             }
             "backlog" => {
                 let small = backlog(exe, args.small_events).await?;
-                let large = backlog(exe, args.events).await?;
-                let growth = if small.peak_rss_mb > 0.0 {
-                    large.peak_rss_mb / small.peak_rss_mb
-                } else {
-                    0.0
-                };
-                rows.push(small);
-                let mut large = large;
-                large.note = format!("{}; RSS {:.2}x the small run", large.note, growth);
-                rows.push(large);
+                rows.extend(small_and_large(small, backlog(exe, args.events).await?));
             }
             "sources" => rows.extend(sources(exe).await?),
             "lag" => rows.push(lag(exe, args.lag_records).await?),
@@ -134,6 +116,18 @@ pub async fn run(args: &BenchArgs, exe: &Path) -> Result<Vec<Row>> {
         }
     }
     Ok(rows)
+}
+
+/// The two runs of a size scenario, the large one noting how its memory
+/// compares (memory must not grow with the backlog).
+fn small_and_large(small: Row, mut large: Row) -> [Row; 2] {
+    let growth = if small.peak_rss_mb > 0.0 {
+        large.peak_rss_mb / small.peak_rss_mb
+    } else {
+        0.0
+    };
+    large.note = format!("{}; RSS {:.2}x the small run", large.note, growth);
+    [small, large]
 }
 
 struct Service {
