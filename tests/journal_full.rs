@@ -79,8 +79,19 @@ async fn full_journal_pauses_pulling_keeps_checkpoint_and_resumes_exactly_once()
         "the window is not complete: the watermark must not move ({cp:?})"
     );
 
-    // While full (the commit is retried every second), nothing moves:
-    // no new page is fetched, no checkpoint advances.
+    // While full (the commit is retried every second), nothing moves: no
+    // checkpoint advances and no new page is fetched. The one request that
+    // may land is the next page's, sent together with the commit that
+    // found the journal full (the worker prefetches while it commits); it
+    // is held in memory, never a second one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let settled = sim.counters().search_requests;
+    assert!(
+        settled <= searches + 1,
+        "{} requests after the journal filled",
+        settled - searches
+    );
+    let searches = settled;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(full_gauge(&label), 1);
     assert_eq!(journal.checkpoint(&stream).expect("checkpoint"), cp);
