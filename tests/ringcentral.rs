@@ -14,7 +14,7 @@ use rand::Rng;
 use trailkeep::journal::{Checkpoint, Journal};
 use trailkeep::model::StreamId;
 use trailkeep::sim::ringcentral::{self as rcsim, Config as SimConfig};
-use trailkeep::util::{rfc3339_ms, HumanDuration};
+use trailkeep::util::HumanDuration;
 
 fn hd(ms: u64) -> HumanDuration {
     HumanDuration(Duration::from_millis(ms))
@@ -544,7 +544,6 @@ fn bad_config_exits_2_naming_the_key() {
         stderr.contains("telemetry.listen") && stderr.contains("journal.retention"),
         "{stderr}"
     );
-    let _ = rfc3339_ms(Utc::now());
 }
 
 /// `trailkeep status` shows what the dashboard's main panels show: lag,

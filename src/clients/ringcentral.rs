@@ -285,7 +285,6 @@ impl RcClient {
             if let Some(t) = &ttl {
                 fields.push(("access_token_ttl", t));
             }
-            let sent = Instant::now();
             let resp = self
                 .http
                 .post(&url)
@@ -318,7 +317,6 @@ impl RcClient {
             let body = read_body(resp, 1024 * 1024)
                 .await
                 .map_err(RcError::Transient)?;
-            let _ = sent;
             if status.is_success() {
                 let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
                     RcError::Malformed(format!(

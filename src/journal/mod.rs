@@ -795,6 +795,22 @@ impl Journal {
     }
 }
 
+/// Runs a journal call off the async threads.
+pub async fn blocking<T, F>(journal: &Journal, f: F) -> Result<T, JournalError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
+{
+    let j = journal.clone();
+    match tokio::task::spawn_blocking(move || f(&j)).await {
+        Ok(r) => r,
+        Err(e) => Err(JournalError::Io {
+            path: journal.path().display().to_string(),
+            source: std::io::Error::other(format!("journal task failed: {e}")),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

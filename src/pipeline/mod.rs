@@ -15,9 +15,10 @@ use tracing::{error, info, warn};
 
 use crate::config::Schedule;
 use crate::internal_events::{InternalEvent, JournalOpened, SinkRegistered, StreamRegistered};
+use crate::journal::blocking;
 use crate::journal::{Journal, JournalError};
 use crate::model::StreamId;
-use crate::sinks::worker::{blocking, WorkerOptions};
+use crate::sinks::worker::WorkerOptions;
 use crate::sinks::{Sink, SinkWorker};
 use crate::sources::Source;
 use crate::telemetry::Health;

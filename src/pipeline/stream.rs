@@ -14,11 +14,11 @@ use crate::internal_events::{
     HorizonGap, InternalEvent, JournalFull, PageCommitted, RecordRejected, StreamFetchFailed,
     StreamProgress, WindowSaturated,
 };
+use crate::journal::blocking;
 use crate::journal::{
     Checkpoint, CommitOutcome, Journal, JournalError, OpenWindow, RejectedRecord,
 };
 use crate::model::{AuditEvent, StreamId};
-use crate::sinks::worker::blocking;
 use crate::sources::{Page, SourceError, StreamSource, Window};
 use crate::telemetry::Health;
 use crate::util::backoff_delay;

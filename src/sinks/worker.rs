@@ -13,7 +13,7 @@ use crate::internal_events::{
     EventDeadLettered, InternalEvent, SinkBacklog, SinkBatchDelivered, SinkDeliveryFailed,
     SinkHaltChanged,
 };
-use crate::journal::{Journal, JournalError};
+use crate::journal::{blocking, Journal, JournalError};
 use crate::telemetry::Health;
 use crate::util::{backoff_delay, from_millis};
 
@@ -138,7 +138,7 @@ impl SinkWorker {
                 if stopping {
                     break;
                 }
-                self.report_backlog(read_pos, None).await;
+                self.report_backlog(read_pos).await;
                 tokio::select! {
                     _ = journal.wait_for_events() => {}
                     _ = tokio::time::sleep(self.opts.idle_poll) => {}
@@ -157,8 +157,7 @@ impl SinkWorker {
                         continue;
                     };
                     delivered_total += self.commit(&batch, delivery).await?;
-                    let next = batch.records.last().map(|r| r.ingested_ms);
-                    self.report_backlog(batch.last_seq(), next).await;
+                    self.report_backlog(batch.last_seq()).await;
                 }
                 // Room for more batches: pick up events committed while
                 // others are in flight (acks can take seconds).
@@ -198,7 +197,7 @@ impl SinkWorker {
         Ok(delivered)
     }
 
-    async fn report_backlog(&self, cursor: u64, _last_ingested: Option<i64>) {
+    async fn report_backlog(&self, cursor: u64) {
         let name = self.ctx.sink.clone();
         let res = blocking(&self.ctx.journal, move |j| {
             let max = j.max_seq()?;
@@ -318,21 +317,5 @@ impl SinkWorker {
             }
             .emit();
         }
-    }
-}
-
-/// Runs a journal call off the async threads.
-pub async fn blocking<T, F>(journal: &Journal, f: F) -> Result<T, JournalError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
-{
-    let j = journal.clone();
-    match tokio::task::spawn_blocking(move || f(&j)).await {
-        Ok(r) => r,
-        Err(e) => Err(JournalError::Io {
-            path: journal.path().display().to_string(),
-            source: std::io::Error::other(format!("journal task failed: {e}")),
-        }),
     }
 }

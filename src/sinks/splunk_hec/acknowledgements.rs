@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::service::{AckQueryError, HecService};
 use crate::internal_events::{HecAckTimedOut, HecAcksPending, HecPollFailed, InternalEvent};
+use crate::journal::blocking;
 use crate::journal::Journal;
-use crate::sinks::worker::blocking;
 
 /// Most ackIds asked for in one `/ack` request.
 const MAX_IDS_PER_QUERY: usize = 10_000;

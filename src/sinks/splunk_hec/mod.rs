@@ -412,7 +412,7 @@ impl Sink for HecSink {
     async fn start(&self, ctx: &SinkContext) -> Result<(), SinkError> {
         let acks = self.acks(&ctx.journal);
         let (name, channel) = (self.name.clone(), self.channel.clone());
-        let cursor = crate::sinks::worker::blocking(&ctx.journal, move |j| {
+        let cursor = crate::journal::blocking(&ctx.journal, move |j| {
             j.set_sink_state(&name, "channel", &channel)?;
             j.sink_cursor(&name)
         })
