@@ -1,6 +1,7 @@
 //! The HTTP client every source uses, and body reading with a size bound
 //! (a broken or hostile server cannot make trailkeep buffer without limit).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -9,6 +10,23 @@ use reqwest::Response;
 /// Largest response body a source accepts (one page of 1,000 RingCentral
 /// records is well under 5 MB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Process-wide ceiling on every `read_body` limit (default: none, each
+/// caller's own limit applies).
+static BODY_CEILING: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Lowers the largest response body any source or sink of this process
+/// reads: every `read_body` limit becomes `min(limit, bytes)`. For tight
+/// memory budgets and for tests with hostile servers; it can only lower
+/// the per-call limits, never raise them.
+pub fn set_body_ceiling(bytes: usize) {
+    BODY_CEILING.store(bytes, Ordering::Relaxed);
+}
+
+/// The ceiling `set_body_ceiling` set (`usize::MAX` when none).
+pub fn body_ceiling() -> usize {
+    BODY_CEILING.load(Ordering::Relaxed)
+}
 
 pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
@@ -19,8 +37,19 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// Reads the body, failing once it exceeds `limit` bytes.
+/// Reads the body, failing once it exceeds `limit` bytes (or the process's
+/// `body_ceiling`, when lower). A declared `Content-Length` over the limit
+/// fails before reading anything; either way the response is dropped, which
+/// closes the connection, so nothing more is received.
 pub async fn read_body(mut resp: Response, limit: usize) -> Result<Vec<u8>, String> {
+    let limit = limit.min(body_ceiling());
+    if let Some(n) = resp.content_length() {
+        if n > limit as u64 {
+            return Err(format!(
+                "response body larger than {limit} bytes (Content-Length {n})"
+            ));
+        }
+    }
     let mut buf = Vec::new();
     loop {
         match resp.chunk().await {
@@ -31,9 +60,33 @@ pub async fn read_body(mut resp: Response, limit: usize) -> Result<Vec<u8>, Stri
                 buf.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(buf),
-            Err(e) => return Err(format!("reading response body: {e}")),
+            Err(e) if e.is_timeout() => {
+                return Err("timed out reading the response body".to_string())
+            }
+            Err(e) => return Err(format!("reading response body: {}", describe(&e))),
         }
     }
+}
+
+/// A transport error as one line without the URL: "timed out", or
+/// reqwest's text with its cause chain (reqwest's own text hides the cause:
+/// refused, reset, TLS).
+pub fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "request timed out".to_string();
+    }
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    if let Some(u) = e.url() {
+        s = s.replace(&format!(" for url ({u})"), "");
+        s = s.replace(u.as_str(), "");
+    }
+    s
 }
 
 /// A header as text, case-insensitively (HTTP header names are).

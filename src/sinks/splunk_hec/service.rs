@@ -166,7 +166,7 @@ impl HecService {
             Ok(r) => r,
             Err(e) => {
                 self.completed(0, None, started);
-                return SendOutcome::Failed(transport_error(&self.event_url, &e));
+                return SendOutcome::Failed(transport_error("POST", &self.event_url, &e));
             }
         };
         let status = resp.status().as_u16();
@@ -209,7 +209,7 @@ impl HecService {
             .body(body)
             .send()
             .await
-            .map_err(|e| AckQueryError::Other(transport_error(&self.ack_url, &e)))?;
+            .map_err(|e| AckQueryError::Other(transport_error("POST", &self.ack_url, &e)))?;
         let status = resp.status().as_u16();
         let body = read_body(resp, MAX_ANSWER_BYTES).await.map_err(|e| {
             AckQueryError::Other(SinkError::retryable(
@@ -256,11 +256,11 @@ impl HecService {
             .get(&self.health_url)
             .send()
             .await
-            .map_err(|e| transport_error(&self.health_url, &e))?;
+            .map_err(|e| transport_error("GET", &self.health_url, &e))?;
         let status = resp.status().as_u16();
-        let body = read_body(resp, MAX_ANSWER_BYTES)
-            .await
-            .map_err(|e| SinkError::retryable("transport", e))?;
+        let body = read_body(resp, MAX_ANSWER_BYTES).await.map_err(|e| {
+            SinkError::retryable("transport", format!("GET {}: {e}", self.health_url))
+        })?;
         let answer: HecAnswer = serde_json::from_slice(&body).unwrap_or_default();
         let text = answer
             .text
@@ -303,7 +303,7 @@ impl HecService {
     }
 }
 
-fn transport_error(url: &str, e: &reqwest::Error) -> SinkError {
+fn transport_error(method: &str, url: &str, e: &reqwest::Error) -> SinkError {
     let code = if e.is_timeout() {
         "timeout"
     } else {
@@ -318,7 +318,7 @@ fn transport_error(url: &str, e: &reqwest::Error) -> SinkError {
         text.push_str(&s.to_string());
         src = s.source();
     }
-    SinkError::retryable(code, format!("POST {url}: {text}"))
+    SinkError::retryable(code, format!("{method} {url}: {text}"))
 }
 
 fn classify_send(

@@ -28,7 +28,7 @@ use crate::internal_events::{
     InternalEvent, SourceCursorRestarted, SourceRequestCompleted, SourceRequestRetrying,
 };
 use crate::model::StreamId;
-use crate::net::http::{header, read_body, MAX_BODY_BYTES};
+use crate::net::http::{describe, header, read_body, MAX_BODY_BYTES};
 use crate::net::rate::RateBudget;
 use crate::sources::{Page, Source, SourceError, StreamLimits, StreamSource, Window};
 use crate::util::{backoff_delay, parse_retry_after, rfc3339_ms, HumanDuration};
@@ -530,7 +530,7 @@ impl VbrickStream {
                 self.emit_request(0, started);
                 return Outcome::Wait(
                     backoff_delay(attempt, Duration::from_millis(500), Duration::from_secs(10)),
-                    SourceError::Transient(format!("GET {path}: {}", e.without_url())),
+                    SourceError::Transient(format!("GET {path}: {}", describe(&e))),
                     0,
                 );
             }

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::config::Secret;
 use crate::internal_events::{AuthCompleted, InternalEvent};
-use crate::net::http::{read_body, MAX_BODY_BYTES};
+use crate::net::http::{describe, read_body, MAX_BODY_BYTES};
 use crate::sources::SourceError;
 
 /// How the account logs in.
@@ -223,7 +223,7 @@ impl Session {
         let resp = match resp {
             Ok(r) => r,
             Err(e) => {
-                let msg = format!("POST {route}: {}", e.without_url());
+                let msg = format!("POST {route}: {}", describe(&e));
                 self.emit_auth(how, Some(&msg));
                 return Err(SourceError::Transient(msg));
             }
