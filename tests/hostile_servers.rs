@@ -270,6 +270,7 @@ async fn ringcentral_slow_servers_time_out() {
     init();
     let mut cases = Vec::new();
     for (name, reply) in slow_replies() {
+        let search_reply = reply.clone();
         // The token endpoint misbehaving...
         cases.push(tokio::spawn(async move {
             let server = HostileServer::start(vec![(RC_TOKEN, reply)]).await;
@@ -295,14 +296,10 @@ async fn ringcentral_slow_servers_time_out() {
             );
         }));
         // ...and the audit search, with a good token.
-        let reply = slow_replies()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, r)| r)
-            .expect("reply");
         cases.push(tokio::spawn(async move {
             let server =
-                HostileServer::start(vec![(RC_TOKEN, rc_token_ok()), (RC_SEARCH, reply)]).await;
+                HostileServer::start(vec![(RC_TOKEN, rc_token_ok()), (RC_SEARCH, search_reply)])
+                    .await;
             let src = rc_single_attempt(server.url());
             let err = within(
                 "RingCentral search",
@@ -657,10 +654,6 @@ request_timeout = "{TIMEOUT}"
     sink(dir, &entry).await
 }
 
-fn sink_error_text(e: &SinkError) -> String {
-    e.to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn splunk_hec_oversized_answers_are_cut_off() {
     init();
@@ -674,7 +667,7 @@ async fn splunk_hec_oversized_answers_are_cut_off() {
             .expect_err("an endless health answer must fail");
         assert!(matches!(err, SinkError::Retryable { .. }), "{err:?}");
         assert_oversized(
-            &sink_error_text(&err),
+            &err.to_string(),
             &format!("GET {}{HEC_HEALTH}", server.url()),
         );
         assert_cut_off(
@@ -696,7 +689,7 @@ async fn splunk_hec_oversized_answers_are_cut_off() {
             .expect_err("an endless event answer must fail");
         assert!(matches!(err, SinkError::Retryable { .. }), "{err:?}");
         assert_oversized(
-            &sink_error_text(&err),
+            &err.to_string(),
             &format!("POST {}{HEC_EVENT}", server.url()),
         );
         assert_cut_off(
@@ -737,7 +730,7 @@ async fn splunk_hec_slow_servers_time_out() {
                 );
                 let method = if path == HEC_HEALTH { "GET" } else { "POST" };
                 assert_timed_out(
-                    &sink_error_text(&err),
+                    &err.to_string(),
                     &format!("{method} {}{path}", server.url()),
                 );
                 let served = server.wait_all_ended(path, BOUND).await;
@@ -820,7 +813,7 @@ async fn webhook_oversized_answers_are_cut_off() {
         let err = within("webhook deliver", BOUND, s.deliver(&batch, &ctx))
             .await
             .expect_err("503 must fail");
-        let msg = sink_error_text(&err);
+        let msg = err.to_string();
         assert!(matches!(err, SinkError::Retryable { .. }), "{err:?}");
         assert!(
             msg.contains(&format!("POST {} answered 503", server.url())),
@@ -865,7 +858,7 @@ async fn webhook_slow_servers_time_out() {
                 matches!(err, SinkError::Retryable { .. }),
                 "{name}: {err:?}"
             );
-            let msg = sink_error_text(&err);
+            let msg = err.to_string();
             assert_timed_out(&msg, &format!("POST {}", server.url()));
             assert!(
                 !msg.contains("secret-part"),
