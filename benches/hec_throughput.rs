@@ -77,7 +77,8 @@ fn event(i: u64) -> AuditEvent {
         }],
         client_ip: Some(format!("10.0.{}.{}", i % 256, (i / 256) % 256)),
         raw: json!({"id": native, "eventType": "update", "accountId": "37439510",
-                    "details": {"parameters": [{"key": "status", "value": "Disabled"}]}}),
+                    "details": {"parameters": [{"key": "status", "value": "Disabled"}]}})
+        .into(),
     }
 }
 

@@ -5,6 +5,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// What kind of change an audit record describes. Vendors spell these
 /// differently (`UPDATE`, `Update`, `update`), so parsing ignores case.
@@ -111,7 +112,75 @@ pub struct AuditEvent {
     pub changes: Vec<Change>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<String>,
-    pub raw: serde_json::Value,
+    pub raw: RawRecord,
+}
+
+/// The vendor's record as JSON text, exactly as received (compacted only if
+/// it spanned several lines, since journal payloads and archive lines are
+/// one line each). Kept as text so pulling a page never builds, copies and
+/// frees a tree of every record; readers that need a field parse it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawRecord(Box<RawValue>);
+
+impl RawRecord {
+    /// Takes a record cut from a vendor response.
+    pub fn from_raw(raw: Box<RawValue>) -> Self {
+        if raw.get().bytes().any(|b| b == b'\n' || b == b'\r') {
+            // Raw newlines in JSON text can only be whitespace between
+            // tokens: re-encode compactly.
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(raw.get()) {
+                return RawRecord::from(&v);
+            }
+        }
+        RawRecord(raw)
+    }
+
+    /// The record's JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The record parsed (for readers that need fields; not on the hot path).
+    pub fn value(&self) -> serde_json::Value {
+        // The text was valid JSON when this was built.
+        serde_json::from_str(self.0.get()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl From<&serde_json::Value> for RawRecord {
+    fn from(v: &serde_json::Value) -> Self {
+        // A Value always serialises (its map keys are strings).
+        match serde_json::value::to_raw_value(v) {
+            Ok(raw) => RawRecord(raw),
+            Err(_) => RawRecord(RawValue::NULL.to_owned()),
+        }
+    }
+}
+
+impl From<serde_json::Value> for RawRecord {
+    fn from(v: serde_json::Value) -> Self {
+        RawRecord::from(&v)
+    }
+}
+
+/// Equal when the JSON values are equal (whitespace and key order aside).
+impl PartialEq for RawRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get() || self.value() == other.value()
+    }
+}
+
+impl PartialEq<serde_json::Value> for RawRecord {
+    fn eq(&self, other: &serde_json::Value) -> bool {
+        self.value() == *other
+    }
+}
+
+impl fmt::Display for RawRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
 }
 
 impl AuditEvent {

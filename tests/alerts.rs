@@ -180,7 +180,7 @@ fn event(id: &str, action: &str, change: Option<(&str, &str, &str)>, company: bo
             })
             .unwrap_or_default(),
         client_ip: None,
-        raw: Value::Null,
+        raw: Value::Null.into(),
     }
 }
 
@@ -842,3 +842,42 @@ channels = ["admins-sms", "audit-chats"]
     let c = env.rc.counters();
     assert_eq!((c.sms_sent as usize, c.posts_created as usize), (2 * n, n));
 }
+
+#[test]
+/// The built-in categories match what the real normalisers make of vendor
+/// records (not hand-built events).
+fn builtin_categories_match_normalised_vendor_records() {
+    let mut issues = Vec::new();
+    let cat = rules::parse_catalogue(rules::BUILTIN_CATEGORIES, "builtin", &mut issues);
+    let rule = |c: &str| {
+        let v = serde_json::json!({"name": "r", "categories": [c], "channels": ["c"]});
+        rules::parse_rule(v, "alerts[0]", &cat, None, &mut Vec::new()).expect("valid")
+    };
+    let item = serde_json::json!({
+        "action": "Profile info update", "actionName": "profileInfoUpdate",
+        "attribute": "roles", "oldValue": "[Individual]", "newValue": "[Individual,Administrator]",
+        "initiatorId": 7215545222842u64, "affectedId": 7215545222843u64,
+        "authorizationRoles": ["SUPER_ADMINISTRATOR"], "timestamp": 1555437274937u64,
+    });
+    let ev = trailkeep::sources::symphony::normalize::normalize("pod", &item, chrono::Utc::now())
+        .expect("ok");
+    assert!(rule("sym_role_granted").matches(&ev).is_some());
+    assert!(rule("sym_rsa_key_added").matches(&ev).is_none());
+    assert!(rule("rc_user_info_any").matches(&ev).is_none());
+
+    let rec = serde_json::json!({
+        "id": "1", "eventTime": "2025-04-24T18:12:00.000Z", "eventType": "UPDATE",
+        "actionId": "CHANGE_USER_ROLE",
+        "details": {"parameters": [{"key": "oldRoleName", "value": "Standard"}, {"key": "newRoleName", "value": "Super Admin"}]},
+        "target": {"objectId": "2", "objectType": "Extension", "name": "x"},
+    });
+    let rec = serde_json::value::to_raw_value(&rec).expect("json");
+    let ev = trailkeep::sources::ringcentral::normalize(&rec, "acme").expect("ok");
+    let m = rule("rc_user_role_changed");
+    let hit = m.matches(&ev).expect("matches");
+    assert_eq!(hit.changes.len(), 1);
+    assert_eq!(hit.changes[0].field, "RoleName");
+    assert!(rule("rc_user_info_department").matches(&ev).is_none());
+}
+
+use trailkeep::sinks::alerts::rules;

@@ -71,13 +71,20 @@ proptest! {
 
     #[test]
     fn ringcentral_record_never_panics(v in any_json()) {
-        let _ = normalize(&v, "t");
+        let raw = serde_json::value::to_raw_value(&v).expect("json");
+        let _ = normalize(&raw, "t");
+    }
+
+    #[test]
+    fn ringcentral_response_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let id = StreamId::new("ringcentral", "t", "audit-trail");
+        let _ = parse_page(&body, &id, 1, 1000, &window());
     }
 
     #[test]
     fn ringcentral_page_never_panics_and_keeps_every_record(v in any_json()) {
         let id = StreamId::new("ringcentral", "t", "audit-trail");
-        if let Ok(page) = parse_page(&v, &id, 1, 1000, &window()) {
+        if let Ok(page) = parse_page(v.to_string().as_bytes(), &id, 1, 1000, &window()) {
             let n = v["records"].as_array().map_or(0, Vec::len);
             // Every record is either an event or a dead letter: none vanish.
             prop_assert_eq!(page.events.len() + page.rejected.len(), n);
@@ -123,7 +130,8 @@ proptest! {
 #[test]
 fn ringcentral_page_without_records_is_malformed_not_empty() {
     let id = StreamId::new("ringcentral", "t", "audit-trail");
-    let e = parse_page(&json!({"paging": {"total": 3}}), &id, 1, 1000, &window()).unwrap_err();
+    let body = json!({"paging": {"total": 3}}).to_string();
+    let e = parse_page(body.as_bytes(), &id, 1, 1000, &window()).unwrap_err();
     assert!(e.to_string().contains("no `records`"), "{e}");
 }
 
@@ -134,7 +142,7 @@ fn ringcentral_bad_record_is_dead_lettered_with_location() {
         {"id": "ok-1", "eventTime": "2025-01-01T00:00:00Z", "actionId": "X"},
         {"id": "bad-1", "eventTime": "not a time"}
     ], "paging": {"page": 2, "total": 2, "totalFound": 1002}});
-    let page = parse_page(&resp, &id, 2, 1000, &window()).expect("page");
+    let page = parse_page(resp.to_string().as_bytes(), &id, 2, 1000, &window()).expect("page");
     assert_eq!(page.events.len(), 1);
     assert_eq!(page.rejected.len(), 1);
     assert!(

@@ -340,7 +340,7 @@ async fn chaos_all_sources_all_sinks_survive_sigkills() {
     let lines = engine_support::read_archive(&dir.join("archive"));
     let events: Vec<AuditEvent> = lines
         .iter()
-        .map(|v| serde_json::from_value(v.clone()).expect("archived AuditEvent"))
+        .map(|v| serde_json::from_str(&v.to_string()).expect("archived AuditEvent"))
         .collect();
     let mut per_key: BTreeMap<&str, usize> = BTreeMap::new();
     for e in &events {
@@ -357,13 +357,13 @@ async fn chaos_all_sources_all_sinks_survive_sigkills() {
     let rc_got: BTreeSet<String> = events
         .iter()
         .filter(|e| e.source == "ringcentral")
-        .map(|e| e.raw["id"].as_str().expect("raw.id").to_string())
+        .map(|e| e.raw.value()["id"].as_str().expect("raw.id").to_string())
         .collect();
     assert_eq!(rc_got, rc.visible_ids(), "RingCentral records");
     let sym_got: BTreeSet<String> = events
         .iter()
         .filter(|e| e.source == "symphony")
-        .map(|e| canon(&e.raw))
+        .map(|e| canon(&e.raw.value()))
         .collect();
     let sym_want: BTreeSet<String> = sym.items_wire().iter().map(canon).collect();
     assert_eq!(sym_got, sym_want, "Symphony records");

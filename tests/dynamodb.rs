@@ -249,11 +249,11 @@ async fn batches_with_repeated_keys_26_plus_items_and_items_near_and_over_400kb(
         &["cid"],
     );
     // Near the limit, stored as is.
-    big[1].raw = json!({ "id": "near", "blob": noise(395_000, 7) });
+    big[1].raw = json!({ "id": "near", "blob": noise(395_000, 7) }).into();
     // Over the limit but compressible: raw gzip-compressed into `raw_gz`.
-    big[2].raw = json!({ "id": "fat", "blob": "all work and no play ".repeat(40_000) });
+    big[2].raw = json!({ "id": "fat", "blob": "all work and no play ".repeat(40_000) }).into();
     // Over the limit even compressed: dead-lettered.
-    big[3].raw = json!({ "id": "huge", "blob": noise(600_000, 11) });
+    big[3].raw = json!({ "id": "huge", "blob": noise(600_000, 11) }).into();
     // A partition key over DynamoDB's 2048-byte limit (a garbage tenant):
     // refused by dynalite, isolated item by item, dead-lettered with
     // DynamoDB's reason.

@@ -53,7 +53,7 @@ fn ev(i: u32) -> AuditEvent {
         target: Target::default(),
         changes: vec![],
         client_ip: None,
-        raw: serde_json::json!({"id": i}),
+        raw: serde_json::json!({"id": i}).into(),
     }
 }
 

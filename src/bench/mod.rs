@@ -19,7 +19,8 @@ pub use proc_stats::{machine, ProcStats};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Scenarios to run: engine, sources, lag (default: all of them).
+    /// Scenarios to run: engine, backlog, sources, lag (default: all of
+    /// them); engine-archive and engine-hec run the engine with one sink.
     #[arg(long = "scenario", value_delimiter = ',')]
     pub scenarios: Vec<String>,
     /// Events of the large engine run.
@@ -94,6 +95,7 @@ pub fn print_table(command: &str, rows: &[Row]) {
 /// Runs the chosen scenarios with `exe` as the service binary.
 pub async fn run(args: &BenchArgs, exe: &Path) -> Result<Vec<Row>> {
     let all = ["engine", "backlog", "sources", "lag"];
+    let extra = ["engine-archive", "engine-hec"];
     let chosen: Vec<String> = if args.scenarios.is_empty() {
         all.iter().map(|s| s.to_string()).collect()
     } else {
@@ -106,13 +108,22 @@ pub async fn run(args: &BenchArgs, exe: &Path) -> Result<Vec<Row>> {
                 let small = engine(exe, args.small_events).await?;
                 rows.extend(small_and_large(small, engine(exe, args.events).await?));
             }
+            // One sink at a time: which one bounds the engine figure.
+            "engine-archive" => {
+                rows.push(engine_with(exe, args.events, EngineSinks::ArchiveOnly).await?)
+            }
+            "engine-hec" => rows.push(engine_with(exe, args.events, EngineSinks::HecOnly).await?),
             "backlog" => {
                 let small = backlog(exe, args.small_events).await?;
                 rows.extend(small_and_large(small, backlog(exe, args.events).await?));
             }
             "sources" => rows.extend(sources(exe).await?),
             "lag" => rows.push(lag(exe, args.lag_records).await?),
-            other => bail!("unknown scenario `{other}` (expected: {})", all.join(", ")),
+            other => bail!(
+                "unknown scenario `{other}` (expected: {}, or {})",
+                all.join(", "),
+                extra.join(", ")
+            ),
         }
     }
     Ok(rows)
@@ -277,9 +288,21 @@ async fn synthetic_rc(
     .await?)
 }
 
+/// Which sinks an engine run delivers to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EngineSinks {
+    Both,
+    ArchiveOnly,
+    HecOnly,
+}
+
 /// Unthrottled RingCentral simulator with `n` synthetic records, perPage
 /// 1000 -> journal -> archive + Splunk HEC simulator (acks on).
 async fn engine(exe: &Path, n: u64) -> Result<Row> {
+    engine_with(exe, n, EngineSinks::Both).await
+}
+
+async fn engine_with(exe: &Path, n: u64, which: EngineSinks) -> Result<Row> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
     let (rc, h) = synthetic_rc(n).await?;
@@ -295,11 +318,17 @@ async fn engine(exe: &Path, n: u64) -> Result<Row> {
         .map(|t| t.token.clone())
         .unwrap_or_default();
     let (hec, hec_h) = sim::hec::start(hec_cfg).await?;
-    let sinks_toml = format!(
-        "{}\n{}",
-        archive_sink(dir),
-        hec_sink(dir, &hec_h.url(), &token)?
-    );
+    let mut sinks_toml = String::new();
+    let mut sink_names = Vec::new();
+    if which != EngineSinks::HecOnly {
+        sinks_toml.push_str(&archive_sink(dir));
+        sink_names.push("archive".to_string());
+    }
+    if which != EngineSinks::ArchiveOnly {
+        sinks_toml.push('\n');
+        sinks_toml.push_str(&hec_sink(dir, &hec_h.url(), &token)?);
+        sink_names.push("splunk".to_string());
+    }
     let config = base_config(
         dir,
         &synthetic_rc_source(&h.url(), &rc, &s, &j),
@@ -307,21 +336,18 @@ async fn engine(exe: &Path, n: u64) -> Result<Row> {
     );
     let svc = Service::start(exe, dir, &config)?;
     let t0 = Instant::now();
-    wait_delivered(
-        dir,
-        &["archive".to_string(), "splunk".to_string()],
-        n,
-        Duration::from_secs(1_800),
-        &svc,
-    )
-    .await?;
+    wait_delivered(dir, &sink_names, n, Duration::from_secs(1_800), &svc).await?;
     let wall = t0.elapsed().as_secs_f64();
     let st = svc.stats();
     svc.stop()?;
     let c = rc.counters();
     let hc = hec.counters();
     Ok(Row {
-        scenario: format!("engine {}k", n / 1000),
+        scenario: match which {
+            EngineSinks::Both => format!("engine {}k", n / 1000),
+            EngineSinks::ArchiveOnly => format!("engine-archive {}k", n / 1000),
+            EngineSinks::HecOnly => format!("engine-hec {}k", n / 1000),
+        },
         events: n,
         wall_s: wall,
         cpu_s: st.cpu_s,
@@ -329,10 +355,17 @@ async fn engine(exe: &Path, n: u64) -> Result<Row> {
         requests: c.search_requests,
         min_requests: n.div_ceil(1000),
         rate_limited: c.rate_limited.values().sum(),
-        note: format!(
-            "RingCentral sim -> journal -> archive + HEC sim (acks on: {} indexed, {} HEC requests)",
-            hc.events_indexed, hc.event_requests
-        ),
+        note: match which {
+            EngineSinks::ArchiveOnly => "RingCentral sim -> journal -> archive".to_string(),
+            _ => {
+                format!(
+                "RingCentral sim -> journal -> {}HEC sim (acks on: {} indexed, {} HEC requests)",
+                if which == EngineSinks::Both { "archive + " } else { "" },
+                hc.events_indexed,
+                hc.event_requests
+            )
+            }
+        },
     })
 }
 

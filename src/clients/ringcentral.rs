@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::config::Secret;
 use crate::internal_events::{AuthCompleted, InternalEvent, SourceRequestCompleted};
 use crate::model::StreamId;
-use crate::net::http::{header, header_u32, read_body, MAX_BODY_BYTES};
+use crate::net::http::{describe, header, header_u32, read_body, BodyError, MAX_BODY_BYTES};
 use crate::net::rate::RateBudget;
 use crate::util::{backoff_delay, parse_retry_after};
 
@@ -299,7 +299,7 @@ impl RcClient {
                     if attempt >= self.opts.max_attempts || is_certificate_error(&e) {
                         return Err(RcError::Transient(format!(
                             "POST /restapi/oauth/token: {}",
-                            without_url(&e)
+                            describe(&e)
                         )));
                     }
                     tokio::time::sleep(backoff_delay(
@@ -316,7 +316,7 @@ impl RcClient {
             let retry_after = parse_retry_after(header(resp.headers(), "retry-after"));
             let body = read_body(resp, 1024 * 1024)
                 .await
-                .map_err(RcError::Transient)?;
+                .map_err(|e| RcError::Transient(format!("POST /restapi/oauth/token: {e}")))?;
             if status.is_success() {
                 let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
                     RcError::Malformed(format!(
@@ -401,6 +401,31 @@ impl RcClient {
         body: Option<&Value>,
         stream: Option<&StreamId>,
     ) -> Result<(StatusCode, Value), RcError> {
+        let (status, bytes) = self
+            .call_bytes(group, method.clone(), path, query, body, stream)
+            .await?;
+        if bytes.is_empty() {
+            return Ok((status, Value::Null));
+        }
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => Ok((status, v)),
+            Err(e) => Err(RcError::Malformed(format!(
+                "{method} {path}: response is not JSON: {e}"
+            ))),
+        }
+    }
+
+    /// As `call`, but a successful answer's body is returned unparsed, for
+    /// callers that read it into their own types.
+    pub async fn call_bytes(
+        &self,
+        group: Group,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        stream: Option<&StreamId>,
+    ) -> Result<(StatusCode, Vec<u8>), RcError> {
         let url = format!("{}{}", self.creds.server, path);
         let mut attempt = 0u32;
         let mut reauthed = false;
@@ -432,7 +457,7 @@ impl RcClient {
                     if attempt >= self.opts.max_attempts || is_certificate_error(&e) {
                         return Err(RcError::Transient(format!(
                             "{method} {path}: {}",
-                            without_url(&e)
+                            describe(&e)
                         )));
                     }
                     tokio::time::sleep(backoff_delay(
@@ -457,30 +482,30 @@ impl RcClient {
             let retry_after = parse_retry_after(header(resp.headers(), "retry-after"));
             let bytes = match read_body(resp, MAX_BODY_BYTES).await {
                 Ok(b) => b,
+                Err(e @ BodyError::TooLarge { .. }) => {
+                    return Err(RcError::Malformed(format!("{method} {path}: {e}")))
+                }
                 Err(e) => {
                     attempt += 1;
                     if attempt >= self.opts.max_attempts {
                         return Err(RcError::Transient(format!("{method} {path}: {e}")));
                     }
+                    // A body cut off mid-way: back off as for any
+                    // transport failure before asking again.
+                    tokio::time::sleep(backoff_delay(
+                        attempt,
+                        Duration::from_millis(500),
+                        Duration::from_secs(60),
+                    ))
+                    .await;
                     continue;
                 }
             };
-            let json: Value = if bytes.is_empty() {
-                Value::Null
-            } else {
-                match serde_json::from_slice(&bytes) {
-                    Ok(v) => v,
-                    Err(e) if status.is_success() => {
-                        return Err(RcError::Malformed(format!(
-                            "{method} {path}: response is not JSON: {e}"
-                        )))
-                    }
-                    Err(_) => Value::Null,
-                }
-            };
             if status.is_success() {
-                return Ok((status, json));
+                return Ok((status, bytes));
             }
+            // Error answers are small; a body that is not JSON has no code.
+            let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let (code, message) = error_code(&json);
             match status {
                 StatusCode::UNAUTHORIZED if !reauthed => {
@@ -525,27 +550,6 @@ impl RcClient {
             }
         }
     }
-}
-
-/// reqwest errors print the URL; ours carry no secrets in URLs, but keep
-/// messages short and stable.
-fn without_url(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "request timed out".into();
-    }
-    // reqwest's own text hides the cause (refused, reset, an untrusted
-    // certificate): append the source chain.
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    if let Some(u) = e.url() {
-        s = s.replace(u.as_str(), "");
-    }
-    s
 }
 
 /// The server's TLS certificate was not trusted: retrying cannot help

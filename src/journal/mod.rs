@@ -100,6 +100,9 @@ pub struct JournalRecord {
     pub ingested_ms: i64,
     /// The canonical event as JSON.
     pub payload: String,
+    /// The event's `action` (None for records stored before the journal
+    /// kept it separately: read it from the payload).
+    pub action: Option<String>,
 }
 
 impl JournalRecord {
@@ -351,11 +354,20 @@ impl Journal {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO events (event_key, stream, event_time_ms, ingested_ms, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR IGNORE INTO events (event_key, stream, event_time_ms, ingested_ms, payload, action) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(|e| self.err(e))?;
+            // One buffer for every payload of the page.
+            let mut payload: Vec<u8> = Vec::with_capacity(4096);
             for ev in events {
-                let payload = serde_json::to_string(ev).map_err(|e| JournalError::Encode {
+                payload.clear();
+                serde_json::to_writer(&mut payload, ev).map_err(|e| JournalError::Encode {
+                    path: self.inner.path.display().to_string(),
+                    key: ev.key.clone(),
+                    detail: e.to_string(),
+                })?;
+                // serde_json writes UTF-8 only.
+                let text = std::str::from_utf8(&payload).map_err(|e| JournalError::Encode {
                     path: self.inner.path.display().to_string(),
                     key: ev.key.clone(),
                     detail: e.to_string(),
@@ -366,7 +378,8 @@ impl Journal {
                         stream_key,
                         to_millis(ev.time),
                         now,
-                        payload
+                        text,
+                        ev.action
                     ])
                     .map_err(|e| self.err(e))?;
                 if n == 1 {
@@ -499,7 +512,7 @@ impl Journal {
         let conn = self.reader();
         let mut st = conn
             .prepare_cached(
-                "SELECT seq, event_key, stream, event_time_ms, ingested_ms, payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                "SELECT seq, event_key, stream, event_time_ms, ingested_ms, payload, action FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )
             .map_err(|e| self.err(e))?;
         let mut rows = st
@@ -520,6 +533,7 @@ impl Journal {
                 time_ms: r.get(3).map_err(|e| self.err(e))?,
                 ingested_ms: r.get(4).map_err(|e| self.err(e))?,
                 payload,
+                action: r.get(6).map_err(|e| self.err(e))?,
             });
         }
         Ok(out)
@@ -831,8 +845,32 @@ mod tests {
             target: Target::default(),
             changes: vec![],
             client_ip: None,
-            raw: serde_json::json!({"id": id, "pad": "x".repeat(200)}),
+            raw: serde_json::json!({"id": id, "pad": "x".repeat(200)}).into(),
         }
+    }
+
+    #[test]
+    fn journal_from_schema_1_gains_the_action_column_and_keeps_its_rows() {
+        let d = tempfile::tempdir().expect("tmp");
+        let path = d.path().join("old.db");
+        {
+            let c = rusqlite::Connection::open(&path).expect("sqlite");
+            c.execute_batch(schema::MIGRATIONS[0]).expect("schema 1");
+            c.execute_batch(
+                "PRAGMA user_version = 1;
+                 INSERT INTO events (event_key, stream, event_time_ms, ingested_ms, payload)
+                 VALUES ('ringcentral:t:old', 'ringcentral/t/audit-trail', 1, 1, '{\"action\":\"OLD\"}');",
+            )
+            .expect("old row");
+        }
+        let j = Journal::open(&path, None).expect("migrates");
+        j.commit_page(&sid(), &[ev("new", 2)], &[], &Checkpoint::default())
+            .expect("commit");
+        let rows = j.read_after(0, 10, usize::MAX).expect("read");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].key, "ringcentral:t:old");
+        assert_eq!(rows[0].action, None, "rows from before keep NULL");
+        assert_eq!(rows[1].action.as_deref(), Some("X"));
     }
 
     fn sid() -> StreamId {
@@ -938,6 +976,7 @@ mod tests {
         assert_eq!(j.sink_cursor("s").expect("cursor"), 0);
         let batch = j.read_after(0, 2, usize::MAX).expect("read");
         assert_eq!(batch.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(batch[0].action.as_deref(), Some("X"), "action column");
         let dead = vec![SinkDeadLetter {
             seq: 2,
             key: batch[1].key.clone(),

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 
 use super::JournalError;
 
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: initial schema
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
      INSERT INTO meta (key, value) VALUES ('schema', 'trailkeep');
@@ -65,6 +65,10 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL,
         created_ms INTEGER NOT NULL
      );",
+    // 2: the event's action beside its payload, so sinks that only need it
+    // (Splunk HEC's indexed `action` field) do not parse every payload.
+    // Rows written before it read NULL and are parsed as before.
+    "ALTER TABLE events ADD COLUMN action TEXT",
 ];
 
 pub fn migrate(conn: &Connection, path: &str) -> Result<(), JournalError> {

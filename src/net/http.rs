@@ -41,31 +41,46 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
 /// `body_ceiling`, when lower). A declared `Content-Length` over the limit
 /// fails before reading anything; either way the response is dropped, which
 /// closes the connection, so nothing more is received.
-pub async fn read_body(mut resp: Response, limit: usize) -> Result<Vec<u8>, String> {
+pub async fn read_body(mut resp: Response, limit: usize) -> Result<Vec<u8>, BodyError> {
     let limit = limit.min(body_ceiling());
     if let Some(n) = resp.content_length() {
         if n > limit as u64 {
-            return Err(format!(
-                "response body larger than {limit} bytes (Content-Length {n})"
-            ));
+            return Err(BodyError::TooLarge {
+                limit,
+                declared: Some(n),
+            });
         }
     }
-    let mut buf = Vec::new();
+    // Sized from Content-Length when the server gave one (within the limit).
+    let mut buf = Vec::with_capacity(resp.content_length().map_or(0, |n| n as usize));
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
                 if buf.len() + chunk.len() > limit {
-                    return Err(format!("response body larger than {limit} bytes"));
+                    return Err(BodyError::TooLarge {
+                        limit,
+                        declared: None,
+                    });
                 }
                 buf.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(buf),
-            Err(e) if e.is_timeout() => {
-                return Err("timed out reading the response body".to_string())
-            }
-            Err(e) => return Err(format!("reading response body: {}", describe(&e))),
+            Err(e) if e.is_timeout() => return Err(BodyError::TimedOut),
+            Err(e) => return Err(BodyError::Transport(describe(&e))),
         }
     }
+}
+
+/// Why a response body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Over the caller's limit: asking again gets the same answer.
+    #[error("response body larger than {limit} bytes{}", declared.map(|n| format!(" (Content-Length {n})")).unwrap_or_default())]
+    TooLarge { limit: usize, declared: Option<u64> },
+    #[error("timed out reading the response body")]
+    TimedOut,
+    #[error("reading response body: {0}")]
+    Transport(String),
 }
 
 /// A transport error as one line without the URL: "timed out", or

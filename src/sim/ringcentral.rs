@@ -904,22 +904,108 @@ async fn search_inner(
 }
 
 /// Synthetic record `i` (0 = oldest): deterministic, cheap, realistic.
-fn synthetic_record(sim: &RingCentralSim, i: u64, t: DateTime<Utc>) -> Value {
+/// Typed so a page serialises straight to text: the simulator shares the
+/// benchmark machine with the service and must not dominate it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SyntheticRecord<'a> {
+    id: String,
+    event_time: String,
+    event_type: &'a str,
+    action_id: &'a str,
+    account_id: &'a str,
+    client_ip: &'a str,
+    initiator: SyntheticInitiator<'a>,
+    target: SyntheticTarget<'a>,
+    details: SyntheticDetails<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SyntheticInitiator<'a> {
+    extension_id: &'a str,
+    extension_number: &'a str,
+    name: &'a str,
+    role: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SyntheticTarget<'a> {
+    object_id: &'a str,
+    object_type: &'a str,
+    name: &'a str,
+    extension_number: &'a str,
+}
+
+#[derive(Serialize)]
+struct SyntheticDetails<'a> {
+    parameters: [SyntheticParam<'a>; 3],
+}
+
+#[derive(Serialize)]
+struct SyntheticParam<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+fn synthetic_record(sim: &RingCentralSim, i: u64, t: DateTime<Utc>) -> SyntheticRecord<'_> {
     let (action, etype) = ACTIONS[(i % ACTIONS.len() as u64) as usize];
     let (aid, anum, aname, arole) = ADMINS[(i % ADMINS.len() as u64) as usize];
     let (tid, tnum, tname) = USERS[((i / 3) % USERS.len() as u64) as usize];
     let (f, o, n) = FIELDS[((i / 7) % FIELDS.len() as u64) as usize];
-    json!({
-        "id": format!("syn-{:010}", i),
-        "eventTime": rfc3339_ms(t),
-        "eventType": etype,
-        "actionId": action,
-        "accountId": sim.cfg.account_id,
-        "clientIp": "203.0.113.17",
-        "initiator": {"extensionId": aid, "extensionNumber": anum, "name": aname, "role": arole},
-        "target": {"objectId": tid, "objectType": "Extension", "name": tname, "extensionNumber": tnum},
-        "details": {"parameters": [{"key":"settingName","value":f},{"key":"oldValue","value":o},{"key":"newValue","value":n}]},
-    })
+    SyntheticRecord {
+        id: format!("syn-{:010}", i),
+        event_time: rfc3339_ms(t),
+        event_type: etype,
+        action_id: action,
+        account_id: &sim.cfg.account_id,
+        client_ip: "203.0.113.17",
+        initiator: SyntheticInitiator {
+            extension_id: aid,
+            extension_number: anum,
+            name: aname,
+            role: arole,
+        },
+        target: SyntheticTarget {
+            object_id: tid,
+            object_type: "Extension",
+            name: tname,
+            extension_number: tnum,
+        },
+        details: SyntheticDetails {
+            parameters: [
+                SyntheticParam {
+                    key: "settingName",
+                    value: f,
+                },
+                SyntheticParam {
+                    key: "oldValue",
+                    value: o,
+                },
+                SyntheticParam {
+                    key: "newValue",
+                    value: n,
+                },
+            ],
+        },
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SyntheticPaging {
+    per_page: u64,
+    total: u64,
+    total_found: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct SyntheticResponse<'a> {
+    records: Vec<SyntheticRecord<'a>>,
+    paging: SyntheticPaging,
 }
 
 impl RingCentralSim {
@@ -963,7 +1049,7 @@ fn synthetic_page(
     let total_found = hi.saturating_sub(lo);
     let skip = (page - 1) * per_page;
     // Newest first.
-    let records: Vec<Value> = (0..per_page)
+    let records: Vec<SyntheticRecord<'_>> = (0..per_page)
         .map(|k| skip + k)
         .take_while(|k| *k < total_found)
         .map(|k| {
@@ -971,14 +1057,16 @@ fn synthetic_page(
             synthetic_record(sim, i, sim.synthetic_time(i))
         })
         .collect();
-    let mut paging = json!({"perPage": per_page, "total": total_found.div_ceil(per_page), "totalFound": total_found});
-    if !records.is_empty() {
-        paging["page"] = json!(page);
-    }
+    let paging = SyntheticPaging {
+        per_page,
+        total: total_found.div_ceil(per_page),
+        total_found,
+        page: (!records.is_empty()).then_some(page),
+    };
     (
         StatusCode::OK,
         rate_h,
-        Json(json!({"records": records, "paging": paging})),
+        Json(SyntheticResponse { records, paging }),
     )
         .into_response()
 }

@@ -358,7 +358,7 @@ pub fn events(
                 },
                 changes: Vec::new(),
                 client_ip: Some("192.0.2.10".into()),
-                raw: json!({ "id": id, "eventTime": time.to_rfc3339(), "seq": i }),
+                raw: json!({ "id": id, "eventTime": time.to_rfc3339(), "seq": i }).into(),
             }
         })
         .collect()

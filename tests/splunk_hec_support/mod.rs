@@ -57,7 +57,7 @@ pub fn event(source: &str, tenant: &str, stream: &str, i: u64, time: DateTime<Ut
             new: Some("Disabled".into()),
         }],
         client_ip: Some(format!("10.0.{}.{}", i % 256, (i / 256) % 256)),
-        raw: json!({"id": native, "eventType": "update", "details": {"parameters": [{"key": "status", "value": "Disabled"}]}}),
+        raw: json!({"id": native, "eventType": "update", "details": {"parameters": [{"key": "status", "value": "Disabled"}]}}).into(),
     }
 }
 

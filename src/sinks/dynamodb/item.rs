@@ -345,7 +345,7 @@ mod tests {
                 new: Some("admin".into()),
             }],
             client_ip: Some("10.0.0.1".into()),
-            raw,
+            raw: raw.into(),
         }
     }
 

@@ -137,8 +137,15 @@ pub fn gzip(raw: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
 }
 
 fn encode_with(r: &JournalRecord, head: &[u8], mid: &[u8], out: &mut Vec<u8>) {
-    let head_fields: Option<Head<'_>> = serde_json::from_str(&r.payload).ok();
-    let action = head_fields.as_ref().map_or("", |h| h.action.as_ref());
+    let head_fields: Option<Head<'_>> = match r.action {
+        Some(_) => None,
+        None => serde_json::from_str(&r.payload).ok(),
+    };
+    let action = match (&r.action, &head_fields) {
+        (Some(a), _) => a.as_str(),
+        (None, Some(h)) => h.action.as_ref(),
+        (None, None) => "",
+    };
     let secs = r.time_ms.div_euclid(1000);
     let millis = r.time_ms.rem_euclid(1000);
     // Writing into a Vec cannot fail.
@@ -189,7 +196,19 @@ mod tests {
             payload:
                 r#"{"key":"ringcentral:acme:42","action":"User \"x\" Update","raw":{"a":[1,2]}}"#
                     .into(),
+            // As in journals written before the action had its own column.
+            action: None,
         }
+    }
+
+    #[test]
+    fn action_column_is_used_when_present() {
+        let mut r = record("ringcentral/acme/audit-trail", 1);
+        r.action = Some("FROM_COLUMN".into());
+        let mut out = Vec::new();
+        cfg().encode_into(&r, &mut out);
+        let v: Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(v["fields"]["action"], "FROM_COLUMN");
     }
 
     #[test]

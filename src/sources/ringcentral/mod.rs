@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::Method;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::clients::ringcentral::{Group, RcClient, RcCredentials, RcError, RcOptions};
@@ -259,7 +260,7 @@ impl StreamSource for AuditTrailStream {
         );
         let (_, resp) = self
             .client
-            .call(
+            .call_bytes(
                 Group::Heavy,
                 Method::POST,
                 &path,
@@ -273,28 +274,117 @@ impl StreamSource for AuditTrailStream {
     }
 }
 
-/// Turns one search response into a page. Records that cannot be
+/// The parts of a search response the source reads; records stay JSON text.
+#[derive(Deserialize)]
+struct SearchResponse<'a> {
+    #[serde(borrow, default)]
+    records: RecordList<'a>,
+    #[serde(borrow, default)]
+    paging: Option<&'a RawValue>,
+}
+
+/// `records` cut into one JSON text per record in the same pass that reads
+/// the response; None when it is missing or not an array.
+#[derive(Default)]
+struct RecordList<'a>(Option<Vec<&'a RawValue>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RecordList<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = RecordList<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of records")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RecordList<'a>, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1_000));
+                while let Some(r) = seq.next_element::<&'a RawValue>()? {
+                    out.push(r);
+                }
+                Ok(RecordList(Some(out)))
+            }
+            // Anything but an array reads as missing.
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RecordList<'a>, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(RecordList(None))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<RecordList<'a>, E> {
+                Ok(RecordList(None))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<RecordList<'a>, E> {
+                Ok(RecordList(None))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<RecordList<'a>, E> {
+                Ok(RecordList(None))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<RecordList<'a>, E> {
+                Ok(RecordList(None))
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<RecordList<'a>, E> {
+                Ok(RecordList(None))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<RecordList<'a>, E> {
+                Ok(RecordList(None))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Paging {
+    total: Option<Value>,
+    total_found: Option<Value>,
+}
+
+/// Turns one search response body into a page. Records that cannot be
 /// normalised are rejected one by one; a response without `records` is
 /// malformed as a whole.
 pub fn parse_page(
-    resp: &Value,
+    body: &[u8],
     id: &StreamId,
     page_no: u64,
     per_page: u32,
     window: &Window,
 ) -> Result<Page, SourceError> {
-    let records = resp
-        .get("records")
-        .and_then(Value::as_array)
+    let text = std::str::from_utf8(body)
+        .map_err(|e| SourceError::Malformed(format!("search response is not UTF-8: {e}")))?;
+    // (Checked first: serde would also accept a struct written as an array.)
+    if !text.trim_start().starts_with('{') {
+        return Err(SourceError::Malformed(
+            "search response is not a JSON object".into(),
+        ));
+    }
+    let resp: SearchResponse<'_> = serde_json::from_str(text).map_err(|e| {
+        SourceError::Malformed(format!("search response is not a JSON object: {e}"))
+    })?;
+    let records: Vec<&RawValue> = resp
+        .records
+        .0
         .ok_or_else(|| SourceError::Malformed("search response has no `records` array".into()))?;
-    let paging = resp.get("paging");
-    let num = |k: &str| paging.and_then(|p| p.get(k)).and_then(Value::as_u64);
-    let total_pages = num("total");
-    let total_found = num("totalFound");
+    // Paging is advisory (the record count decides when it is absent): a
+    // field of the wrong type counts as missing.
+    let paging: Paging = resp
+        .paging
+        .and_then(|p| serde_json::from_str(p.get()).ok())
+        .unwrap_or_default();
+    let total_pages = paging.total.as_ref().and_then(Value::as_u64);
+    let total_found = paging.total_found.as_ref().and_then(Value::as_u64);
     let mut page = Page {
         total_found,
         ..Page::default()
     };
+    page.events.reserve(records.len());
     for (i, r) in records.iter().enumerate() {
         match normalize(r, &id.tenant) {
             Ok(ev) => page.events.push(ev),
@@ -306,7 +396,7 @@ pub fn parse_page(
                     i + 1
                 ),
                 reason,
-                raw: r.to_string(),
+                raw: r.get().to_string(),
             }),
         }
     }

@@ -1,15 +1,253 @@
 //! RingCentral audit record → canonical `AuditEvent`.
+//!
+//! A record is read straight from its JSON text into borrowed, lenient
+//! fields (no tree of values is built): a field of an unexpected type is
+//! treated as absent, as the API's optional fields are; only a missing
+//! `id` or an unreadable `eventTime` rejects the record.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
-use crate::model::{event_key, Actor, AuditEvent, Change, EventKind, Target};
+use crate::model::{event_key, Actor, AuditEvent, Change, EventKind, RawRecord, Target};
 
-fn s(v: &Value, k: &str) -> Option<String> {
-    match v.get(k) {
-        Some(Value::String(x)) if !x.is_empty() => Some(x.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
+/// A scalar field: a non-empty string, or a number as its JSON text.
+/// Anything else (null, bool, object, array) reads as absent.
+#[derive(Default)]
+struct Text<'a>(Option<Cow<'a, str>>);
+
+impl<'a> Text<'a> {
+    fn owned(&self) -> Option<String> {
+        self.0.as_deref().map(str::to_string)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text((!v.is_empty()).then_some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text((!v.is_empty()).then(|| Cow::Owned(v.to_string()))))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'a>, E> {
+                Ok(Text((!v.is_empty()).then_some(Cow::Owned(v))))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text<'a>, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text<'a>, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text<'a>, E> {
+                // The number's JSON spelling, as serde_json writes it.
+                Ok(Text(
+                    serde_json::Number::from_f64(v).map(|n| Cow::Owned(n.to_string())),
+                ))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text<'a>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// An object field read as `T`; any other JSON type reads as absent.
+struct Obj<T>(Option<T>);
+
+impl<T> Default for Obj<T> {
+    fn default() -> Self {
+        Obj(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Obj<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| Obj(Some(t)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Obj<T>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Obj(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Obj<T>, E> {
+                Ok(Obj(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Obj<T>, E> {
+                Ok(Obj(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Obj<T>, E> {
+                Ok(Obj(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Obj<T>, E> {
+                Ok(Obj(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Obj<T>, E> {
+                Ok(Obj(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Obj<T>, E> {
+                Ok(Obj(None))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// An array of objects read as `T`; elements that are not objects, and a
+/// field that is not an array, are skipped.
+struct ObjList<T>(Vec<T>);
+
+impl<T> Default for ObjList<T> {
+    fn default() -> Self {
+        ObjList(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjList<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = ObjList<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ObjList<T>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Obj(item)) = seq.next_element::<Obj<T>>()? {
+                    out.extend(item);
+                }
+                Ok(ObjList(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ObjList<T>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(ObjList(Vec::new()))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<ObjList<T>, E> {
+                Ok(ObjList::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ObjList<T>, E> {
+                Ok(ObjList::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<ObjList<T>, E> {
+                Ok(ObjList::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ObjList<T>, E> {
+                Ok(ObjList::default())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<ObjList<T>, E> {
+                Ok(ObjList::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<ObjList<T>, E> {
+                Ok(ObjList::default())
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Record<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
+    #[serde(borrow)]
+    event_time: Text<'a>,
+    #[serde(borrow)]
+    event_type: Text<'a>,
+    #[serde(borrow)]
+    action_id: Text<'a>,
+    #[serde(borrow)]
+    client_ip: Text<'a>,
+    #[serde(borrow)]
+    initiator: Obj<Initiator<'a>>,
+    #[serde(borrow)]
+    target: Obj<TargetObj<'a>>,
+    #[serde(borrow)]
+    details: Obj<Details<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Initiator<'a> {
+    #[serde(borrow)]
+    extension_id: Text<'a>,
+    #[serde(borrow)]
+    name: Text<'a>,
+    #[serde(borrow)]
+    role: Text<'a>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct TargetObj<'a> {
+    #[serde(borrow)]
+    object_id: Text<'a>,
+    #[serde(borrow)]
+    name: Text<'a>,
+    #[serde(borrow)]
+    object_type: Text<'a>,
+    #[serde(borrow)]
+    extension_number: Text<'a>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Details<'a> {
+    #[serde(borrow)]
+    parameters: ObjList<Param<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Param<'a> {
+    #[serde(borrow)]
+    key: Text<'a>,
+    #[serde(borrow)]
+    value: Option<&'a RawValue>,
+}
+
+/// A detail parameter's value as text: a string as is, null as absent,
+/// anything else as its compact JSON.
+fn param_value(v: Option<&RawValue>) -> Option<String> {
+    let text = v?.get();
+    if text.starts_with('"') {
+        return serde_json::from_str::<String>(text).ok();
+    }
+    if text == "null" {
+        return None;
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => Some(v.to_string()),
+        Err(_) => Some(text.to_string()),
     }
 }
 
@@ -26,24 +264,10 @@ pub fn action_label(action: &str) -> String {
 /// Pairs `oldX`/`newX` detail parameters into changes of field `X`; a
 /// generic `oldValue`/`newValue` pair takes its field name from
 /// `settingName` (or similar) when present.
-fn changes(details: Option<&Value>) -> Vec<Change> {
-    let Some(params) = details
-        .and_then(|d| d.get("parameters"))
-        .and_then(Value::as_array)
-    else {
-        return Vec::new();
-    };
-    let pairs: Vec<(String, Option<String>)> = params
+fn changes(params: &[Param<'_>]) -> Vec<Change> {
+    let pairs: Vec<(&str, Option<String>)> = params
         .iter()
-        .filter_map(|p| {
-            let key = p.get("key").and_then(Value::as_str)?.to_string();
-            let value = match p.get("value") {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Null) | None => None,
-                Some(other) => Some(other.to_string()),
-            };
-            Some((key, value))
-        })
+        .filter_map(|p| Some((p.key.0.as_deref()?, param_value(p.value))))
         .collect();
     let get = |k: &str| {
         pairs
@@ -91,24 +315,34 @@ fn changes(details: Option<&Value>) -> Vec<Change> {
     out
 }
 
-/// Normalises one record. `raw` keeps the record untouched.
-pub fn normalize(r: &Value, tenant: &str) -> Result<AuditEvent, String> {
-    if !r.is_object() {
+/// Normalises one record, given as the JSON text the API sent. `raw`
+/// keeps that text.
+pub fn normalize(raw: &RawValue, tenant: &str) -> Result<AuditEvent, String> {
+    if !raw.get().starts_with('{') {
         return Err("record is not a JSON object".into());
     }
-    let id = s(r, "id").ok_or("record has no `id`")?;
-    let time_text = s(r, "eventTime").ok_or("record has no `eventTime`")?;
-    let time = DateTime::parse_from_rfc3339(&time_text)
+    let r: Record<'_> =
+        serde_json::from_str(raw.get()).map_err(|e| format!("record does not parse: {e}"))?;
+    let id = r.id.0.as_deref().ok_or("record has no `id`")?;
+    let time_text = r
+        .event_time
+        .0
+        .as_deref()
+        .ok_or("record has no `eventTime`")?;
+    let time = DateTime::parse_from_rfc3339(time_text)
         .map_err(|e| format!("eventTime `{time_text}` is not RFC 3339: {e}"))?
         .with_timezone(&Utc);
-    let action = s(r, "actionId").unwrap_or_else(|| "UNKNOWN".into());
-    let kind = s(r, "eventType")
-        .map(|t| EventKind::from_vendor(&t))
-        .unwrap_or(EventKind::Other);
-    let init = r.get("initiator").cloned().unwrap_or(Value::Null);
-    let target = r.get("target").cloned().unwrap_or(Value::Null);
+    let action = r.action_id.owned().unwrap_or_else(|| "UNKNOWN".into());
+    let kind = r
+        .event_type
+        .0
+        .as_deref()
+        .map_or(EventKind::Other, EventKind::from_vendor);
+    let init = r.initiator.0.unwrap_or_default();
+    let target = r.target.0.unwrap_or_default();
+    let details = r.details.0.unwrap_or_default();
     Ok(AuditEvent {
-        key: event_key("ringcentral", tenant, &id),
+        key: event_key("ringcentral", tenant, id),
         source: "ringcentral".into(),
         tenant: tenant.to_string(),
         stream: super::STREAM.into(),
@@ -118,20 +352,20 @@ pub fn normalize(r: &Value, tenant: &str) -> Result<AuditEvent, String> {
         action,
         kind,
         actor: Actor {
-            id: s(&init, "extensionId"),
-            name: s(&init, "name"),
+            id: init.extension_id.owned(),
+            name: init.name.owned(),
             email: None,
-            role: s(&init, "role"),
+            role: init.role.owned(),
         },
         target: Target {
-            id: s(&target, "objectId"),
-            name: s(&target, "name"),
-            kind: s(&target, "objectType"),
-            extension: s(&target, "extensionNumber"),
+            id: target.object_id.owned(),
+            name: target.name.owned(),
+            kind: target.object_type.owned(),
+            extension: target.extension_number.owned(),
         },
-        changes: changes(r.get("details")),
-        client_ip: s(r, "clientIp"),
-        raw: r.clone(),
+        changes: changes(&details.parameters.0),
+        client_ip: r.client_ip.owned(),
+        raw: RawRecord::from_raw(raw.to_owned()),
     })
 }
 
@@ -139,9 +373,13 @@ pub fn normalize(r: &Value, tenant: &str) -> Result<AuditEvent, String> {
 mod tests {
     use super::*;
 
+    fn raw(v: &serde_json::Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(v).expect("json")
+    }
+
     #[test]
     fn sample_record_from_api_facts() {
-        let r: Value = serde_json::from_str(
+        let r: serde_json::Value = serde_json::from_str(
             r#"{"id":"4b52af9-beee-7779d1e802c7","eventTime":"2024-08-06T10:50:19.442Z","eventType":"UPDATE",
  "details":{"parameters":[{"key":"oldRoleName","value":"Super Admin"},{"key":"newRoleName","value":"Standard (International)"}]},
  "accountId":"12345678","actionId":"CHANGE_USER_ROLE","clientIp":"218.57.154.108",
@@ -149,7 +387,7 @@ mod tests {
  "target":{"objectId":"12345678","objectType":"Extension","name":"xxxxxx","extensionNumber":"000"}}"#,
         )
         .expect("json");
-        let e = normalize(&r, "acme").expect("normalises");
+        let e = normalize(&raw(&r), "acme").expect("normalises");
         assert_eq!(e.key, "ringcentral:acme:4b52af9-beee-7779d1e802c7");
         assert_eq!(e.kind, EventKind::Update);
         assert_eq!(e.action, "CHANGE_USER_ROLE");
@@ -171,9 +409,9 @@ mod tests {
 
     #[test]
     fn event_type_case_insensitive_and_generic_values() {
-        let r: Value = serde_json::json!({"id":"1","eventTime":"2025-04-24T14:12:00Z","eventType":"Create","actionId":"CHANGE_USER_INFO",
+        let r = serde_json::json!({"id":"1","eventTime":"2025-04-24T14:12:00Z","eventType":"Create","actionId":"CHANGE_USER_INFO",
             "details":{"parameters":[{"key":"settingName","value":"Department"},{"key":"oldValue","value":"Biology"},{"key":"newValue","value":"Mathematics"}]}});
-        let e = normalize(&r, "t").expect("ok");
+        let e = normalize(&raw(&r), "t").expect("ok");
         assert_eq!(e.kind, EventKind::Create);
         assert_eq!(
             e.changes,
@@ -188,16 +426,17 @@ mod tests {
     #[test]
     fn missing_id_or_bad_time_is_rejected_with_reason() {
         assert!(normalize(
-            &serde_json::json!({"eventTime":"2025-01-01T00:00:00Z"}),
+            &raw(&serde_json::json!({"eventTime":"2025-01-01T00:00:00Z"})),
             "t"
         )
         .unwrap_err()
         .contains("`id`"));
-        assert!(
-            normalize(&serde_json::json!({"id":"x","eventTime":"yesterday"}), "t")
-                .unwrap_err()
-                .contains("RFC 3339")
-        );
-        assert!(normalize(&serde_json::json!([1, 2]), "t").is_err());
+        assert!(normalize(
+            &raw(&serde_json::json!({"id":"x","eventTime":"yesterday"})),
+            "t"
+        )
+        .unwrap_err()
+        .contains("RFC 3339"));
+        assert!(normalize(&raw(&serde_json::json!([1, 2])), "t").is_err());
     }
 }

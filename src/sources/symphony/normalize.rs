@@ -196,7 +196,7 @@ pub fn normalize(
         target,
         changes,
         client_ip: None,
-        raw: item.clone(),
+        raw: item.into(),
     })
 }
 

@@ -249,7 +249,7 @@ pub fn normalise(rec: &csv::ByteRecord, ctx: &PageContext<'_>) -> Result<AuditEv
         target,
         changes,
         client_ip: message.as_ref().and_then(ip_of),
-        raw: Value::Object(raw),
+        raw: Value::Object(raw).into(),
     })
 }
 
@@ -483,7 +483,7 @@ mod tests {
         );
         assert_eq!(rfc3339_ms(v.time), "2025-06-01T10:05:00.000Z");
         assert!(v.key.starts_with("vbrick:acme:"));
-        assert_eq!(v.raw["MessageKey"], "Media:SaveVideoSettings");
+        assert_eq!(v.raw.value()["MessageKey"], "Media:SaveVideoSettings");
     }
 
     #[test]
@@ -641,7 +641,7 @@ mod tests {
                 } else {
                     prop_assert!(e.changes.is_empty());
                 }
-                prop_assert_eq!(e.raw["CurrentState"].as_str().map(str::to_string),
+                prop_assert_eq!(e.raw.value()["CurrentState"].as_str().map(str::to_string),
                     Some(serde_json::json!({"Title": new}).to_string()));
             }
         }
