@@ -235,6 +235,8 @@ fn run_child(variant: usize, journal_path: &std::path::Path, n: u64) {
 }
 
 fn main() {
+    // As the service binary does: the figures are the service's.
+    trailkeep::util::tune_malloc();
     if std::env::var_os("HEC_BENCH_SIM_CHILD").is_some() {
         sim_child();
         return;

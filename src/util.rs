@@ -145,6 +145,36 @@ pub fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
         .map(|s| Duration::from_millis((s * 1000.0) as u64))
 }
 
+/// glibc malloc, tuned for this workload (BENCHMARKS.md, "engine"):
+/// - two arenas: glibc gives each thread that allocates concurrently its
+///   own arena (up to 8 per core), and the journal and compression work on
+///   tokio's blocking pool then strands freed memory across many of them;
+/// - a fixed 1 MiB mmap threshold: request bodies and batch buffers of a
+///   megabyte or more go straight to the kernel and back when freed,
+///   instead of fragmenting the heap (glibc's adaptive threshold otherwise
+///   climbs to 32 MiB after the first such buffer is freed).
+///
+/// Peak RSS then stops growing once the pipeline is at full speed. An
+/// operator's own MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_ win. Call it
+/// first thing in `main` (the service binary and the benchmarks do).
+pub fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only adjusts allocator tunables; callers call it
+        // first thing in main, before any other thread exists.
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, 2);
+            }
+        }
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

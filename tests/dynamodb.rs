@@ -211,7 +211,7 @@ async fn batches_with_repeated_keys_26_plus_items_and_items_near_and_over_400kb(
     repeated.extend(records[..30].iter().cloned());
     repeated.extend(records[10..20].iter().cloned());
     let delivery = sink
-        .deliver(&Batch { records: repeated }, &env.ctx("edges"))
+        .deliver(Batch { records: repeated }, &env.ctx("edges"))
         .await
         .unwrap();
     assert!(delivery.dead.is_empty(), "{:?}", delivery.dead);

@@ -654,7 +654,7 @@ async fn splunk_hec_oversized_answers_are_cut_off() {
             journal: journal.clone(),
             sink: "splunk".into(),
         };
-        let err = within("HEC deliver", BOUND, s.deliver(&batch, &ctx))
+        let err = within("HEC deliver", BOUND, s.deliver(batch.clone(), &ctx))
             .await
             .expect_err("an endless event answer must fail");
         assert!(matches!(err, SinkError::Retryable { .. }), "{err:?}");
@@ -690,7 +690,7 @@ async fn splunk_hec_slow_servers_time_out() {
                         journal,
                         sink: "splunk".into(),
                     };
-                    within("HEC deliver", BOUND, s.deliver(&batch, &ctx))
+                    within("HEC deliver", BOUND, s.deliver(batch.clone(), &ctx))
                         .await
                         .expect_err("a slow delivery must fail")
                 };
@@ -754,7 +754,7 @@ async fn webhook_oversized_answers_are_cut_off() {
             sink: "alerts".into(),
         };
         s.start(&ctx).await.expect("start");
-        let done = within("webhook deliver", BOUND, s.deliver(&batch, &ctx))
+        let done = within("webhook deliver", BOUND, s.deliver(batch.clone(), &ctx))
             .await
             .expect("a 200 is a delivered alert, whatever its body");
         assert!(done.dead.is_empty(), "{:?}", done.dead);
@@ -780,7 +780,7 @@ async fn webhook_oversized_answers_are_cut_off() {
             journal,
             sink: "alerts".into(),
         };
-        let err = within("webhook deliver", BOUND, s.deliver(&batch, &ctx))
+        let err = within("webhook deliver", BOUND, s.deliver(batch.clone(), &ctx))
             .await
             .expect_err("503 must fail");
         let msg = err.to_string();
@@ -813,7 +813,7 @@ async fn webhook_slow_servers_time_out() {
                 journal,
                 sink: "alerts".into(),
             };
-            let result = within("webhook deliver", BOUND, s.deliver(&batch, &ctx)).await;
+            let result = within("webhook deliver", BOUND, s.deliver(batch.clone(), &ctx)).await;
             let served = server.wait_all_ended(HOOK_PATH, BOUND).await;
             assert!(served.iter().all(|s| s.end == End::ClientClosed));
             if name == "trickled body" {

@@ -1,5 +1,6 @@
-//! The generic sink worker's batching: `max_wait` lets a small batch fill
-//! while nothing is in flight; zero sends at once.
+//! The generic sink worker: batching (`max_wait` lets a small batch fill
+//! while nothing is in flight; zero sends at once) and retries (read again
+//! from the journal).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +30,8 @@ impl Sink for Recorder {
     fn batch_limits(&self) -> BatchLimits {
         self.limits
     }
-    async fn deliver(&self, batch: &Batch, _ctx: &SinkContext) -> Result<Delivery, SinkError> {
+    async fn deliver(&self, batch: Batch, _ctx: &SinkContext) -> Result<Delivery, SinkError> {
+        let batch = &batch;
         self.sizes.lock().expect("lock").push(batch.len());
         Ok(Delivery::default())
     }
@@ -113,4 +115,100 @@ async fn zero_max_wait_sends_at_once() {
         vec![1, 3],
         "the first event alone, then the rest"
     );
+}
+
+/// Fails the first two attempts of every batch, recording the keys each
+/// attempt was given.
+struct Flaky {
+    attempts: Mutex<Vec<Vec<String>>>,
+}
+
+#[async_trait]
+impl Sink for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+    fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_events: 10,
+            max_in_flight: 4,
+            ..BatchLimits::default()
+        }
+    }
+    async fn deliver(&self, batch: Batch, _ctx: &SinkContext) -> Result<Delivery, SinkError> {
+        let keys: Vec<String> = batch.records.iter().map(|r| r.key.clone()).collect();
+        let mut attempts = self.attempts.lock().expect("lock");
+        let seen_before = attempts
+            .iter()
+            .filter(|a| a.first() == keys.first())
+            .count();
+        attempts.push(keys);
+        if seen_before < 2 {
+            return Err(SinkError::retryable("test", "not yet"));
+        }
+        Ok(Delivery::default())
+    }
+    async fn check_connection(&self) -> Result<String, SinkError> {
+        Ok("ok".into())
+    }
+}
+
+/// The worker hands each batch to the sink and keeps only where it lies in
+/// the journal; a retry reads it again. Every retry must carry exactly the
+/// records of the first attempt, and the cursor must end at the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_read_the_same_batch_again_from_the_journal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = Journal::open(&dir.path().join("j.db"), None).expect("journal");
+    let sid = StreamId::new("ringcentral", "t", "audit-trail");
+    let events: Vec<AuditEvent> = (1..=35).map(ev).collect();
+    journal
+        .commit_page(&sid, &events, &[], &Checkpoint::default())
+        .expect("commit");
+    let sink = Arc::new(Flaky {
+        attempts: Mutex::new(Vec::new()),
+    });
+    let worker = SinkWorker::new(
+        sink.clone(),
+        journal.clone(),
+        Arc::new(Health::new()),
+        WorkerOptions {
+            max_backoff: Duration::from_millis(20),
+            ..WorkerOptions::default()
+        },
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(worker.run(stop.clone()));
+    for _ in 0..250 {
+        if journal.sink_cursor("flaky").expect("cursor") >= 35 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    task.await.expect("task").expect("worker");
+    assert_eq!(journal.sink_cursor("flaky").expect("cursor"), 35);
+    let attempts = sink.attempts.lock().expect("lock").clone();
+    // 4 batches (10, 10, 10, 5), 3 attempts each, identical every time.
+    let mut by_first: std::collections::BTreeMap<String, Vec<Vec<String>>> = Default::default();
+    for a in attempts {
+        by_first.entry(a[0].clone()).or_default().push(a);
+    }
+    assert_eq!(by_first.len(), 4, "{by_first:?}");
+    let mut all: Vec<String> = Vec::new();
+    for (first, tries) in &by_first {
+        assert_eq!(tries.len(), 3, "batch starting {first}");
+        assert!(
+            tries.iter().all(|t| t == &tries[0]),
+            "batch starting {first}: {tries:?}"
+        );
+        all.extend(tries[0].iter().cloned());
+    }
+    all.sort();
+    let mut want: Vec<String> = events.iter().map(|e| e.key.clone()).collect();
+    want.sort();
+    assert_eq!(all, want, "every event in exactly one batch");
 }

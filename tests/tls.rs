@@ -157,7 +157,7 @@ async fn hec_sink_refuses_an_unknown_ca_by_default() {
     let batch = Batch {
         records: journal.read_after(0, 100, usize::MAX).expect("read"),
     };
-    let err = tokio::time::timeout(Duration::from_secs(30), sink.deliver(&batch, &ctx))
+    let err = tokio::time::timeout(Duration::from_secs(30), sink.deliver(batch.clone(), &ctx))
         .await
         .expect("deliver answers")
         .expect_err("deliver must fail");

@@ -108,6 +108,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Journal calls and compression run on the blocking pool. tokio's
+        // default of 512 threads lets 32 in-flight HEC batches compress at
+        // once on two cores: no faster, and each thread holds its buffers
+        // (and its allocator caches). 16 keeps the CPU busy and memory flat.
+        .max_blocking_threads(16)
         .build()
     {
         Ok(rt) => rt,

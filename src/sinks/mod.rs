@@ -55,7 +55,22 @@ pub struct Batch {
     pub records: Vec<JournalRecord>,
 }
 
+/// Where a batch lies in the journal: all that is needed to read it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchSpan {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub len: usize,
+}
+
 impl Batch {
+    pub fn span(&self) -> BatchSpan {
+        BatchSpan {
+            first_seq: self.first_seq(),
+            last_seq: self.last_seq(),
+            len: self.len(),
+        }
+    }
     pub fn first_seq(&self) -> u64 {
         self.records.first().map_or(0, |r| r.seq)
     }
@@ -121,6 +136,33 @@ pub struct SinkContext {
     pub sink: String,
 }
 
+impl SinkContext {
+    /// Reads a batch again from the journal. Its rows cannot have gone:
+    /// pruning stops at the slowest sink's cursor, which is behind them.
+    pub async fn reread(&self, span: BatchSpan) -> Result<Batch, SinkError> {
+        let records = crate::journal::blocking(&self.journal, move |j| {
+            j.read_after(span.first_seq.saturating_sub(1), span.len, usize::MAX)
+        })
+        .await
+        .map_err(|e| SinkError::retryable("journal", e.to_string()))?;
+        let batch = Batch { records };
+        if batch.span() != span {
+            return Err(SinkError::retryable(
+                "journal",
+                format!(
+                    "re-reading seq {}..={} from the journal found {} records ({}..={})",
+                    span.first_seq,
+                    span.last_seq,
+                    batch.len(),
+                    batch.first_seq(),
+                    batch.last_seq()
+                ),
+            ));
+        }
+        Ok(batch)
+    }
+}
+
 #[async_trait]
 pub trait Sink: Send + Sync {
     fn name(&self) -> &str;
@@ -134,8 +176,11 @@ pub trait Sink: Send + Sync {
         Ok(())
     }
     /// Delivers the whole batch, or fails without having confirmed any of
-    /// it. Returns only once the destination has confirmed.
-    async fn deliver(&self, batch: &Batch, ctx: &SinkContext) -> Result<Delivery, SinkError>;
+    /// it. Returns only once the destination has confirmed. The sink owns
+    /// the batch so it can release the records once the destination holds
+    /// them (a sink waiting seconds for acknowledgements then holds no
+    /// events in memory); a retry reads them again from the journal.
+    async fn deliver(&self, batch: Batch, ctx: &SinkContext) -> Result<Delivery, SinkError>;
     /// Describes the destination after a health check (`check --connect`).
     async fn check_connection(&self) -> Result<String, SinkError>;
 }

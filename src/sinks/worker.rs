@@ -8,7 +8,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Batch, Delivery, Sink, SinkContext, SinkError};
+use super::{Batch, BatchSpan, Delivery, Sink, SinkContext, SinkError};
 use crate::internal_events::{
     EventDeadLettered, InternalEvent, SinkBacklog, SinkBatchDelivered, SinkDeliveryFailed,
     SinkHaltChanged,
@@ -149,15 +149,15 @@ impl SinkWorker {
             let room = !stopping && in_flight.len() < limits.max_in_flight.max(1);
             tokio::select! {
                 done = in_flight.next() => {
-                    let Some((batch, outcome)) = done else { continue };
+                    let Some((span, outcome)) = done else { continue };
                     let Some(delivery) = outcome else {
                         // Shutdown interrupted the retries: the cursor stays,
                         // the batch is delivered again next run.
                         stopping = true;
                         continue;
                     };
-                    delivered_total += self.commit(&batch, delivery).await?;
-                    self.report_backlog(batch.last_seq()).await;
+                    delivered_total += self.commit(span, delivery).await?;
+                    self.report_backlog(span.last_seq).await;
                 }
                 // Room for more batches: pick up events committed while
                 // others are in flight (acks can take seconds).
@@ -169,7 +169,7 @@ impl SinkWorker {
         Ok(delivered_total)
     }
 
-    async fn commit(&self, batch: &Batch, delivery: Delivery) -> Result<u64, JournalError> {
+    async fn commit(&self, batch: BatchSpan, delivery: Delivery) -> Result<u64, JournalError> {
         let name = self.ctx.sink.clone();
         for d in &delivery.dead {
             let code = d.reason.split(':').next().unwrap_or("rejected").trim();
@@ -187,8 +187,8 @@ impl SinkWorker {
             .emit();
         }
         let dead = delivery.dead.len() as u64;
-        let delivered = batch.len() as u64 - dead.min(batch.len() as u64);
-        let last = batch.last_seq();
+        let delivered = batch.len as u64 - dead.min(batch.len as u64);
+        let last = batch.last_seq;
         let dead_rows = delivery.dead;
         blocking(&self.ctx.journal, move |j| {
             j.advance_sink(&name, last, delivered, &dead_rows)
@@ -222,41 +222,52 @@ impl SinkWorker {
     }
 
     /// Delivers one batch, retrying until it is confirmed. Returns None
-    /// only when shutdown interrupted it.
+    /// only when shutdown interrupted it. The batch goes to the sink; each
+    /// retry reads it again from the journal, so a batch waiting here holds
+    /// no events in memory.
     async fn deliver_until_done(
         &self,
         batch: Batch,
         stop: CancellationToken,
-    ) -> (Batch, Option<Delivery>) {
+    ) -> (BatchSpan, Option<Delivery>) {
+        let span = batch.span();
+        let mut first = Some(batch);
         let mut attempt = 0u32;
         loop {
             let started = Instant::now();
+            let result = match first.take() {
+                Some(b) => Ok(b),
+                None => self.ctx.reread(span).await,
+            };
             // Never cancel a delivery in progress: its side effects (a file
             // append, an HTTP send) may already be under way, and starting it
             // again would repeat them. On shutdown it finishes within the
             // grace period the pipeline allows (which aborts us after that).
-            let result = self.sink.deliver(&batch, &self.ctx).await;
+            let result = match result {
+                Ok(b) => self.sink.deliver(b, &self.ctx).await,
+                Err(e) => Err(e),
+            };
             match result {
                 Ok(delivery) => {
                     self.recovered();
                     SinkBatchDelivered {
                         sink: &self.ctx.sink,
-                        delivered: (batch.len() - delivery.dead.len().min(batch.len())) as u64,
+                        delivered: (span.len - delivery.dead.len().min(span.len)) as u64,
                         dead: delivery.dead.len() as u64,
                         elapsed: started.elapsed(),
                     }
                     .emit();
-                    return (batch, Some(delivery));
+                    return (span, Some(delivery));
                 }
                 Err(e) => {
                     if stop.is_cancelled() {
-                        return (batch, None);
+                        return (span, None);
                     }
                     let wait = self.failure_wait(&e, attempt);
                     attempt += 1;
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = stop.cancelled() => return (batch, None),
+                        _ = stop.cancelled() => return (span, None),
                     }
                 }
             }

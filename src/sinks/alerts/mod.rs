@@ -1029,7 +1029,8 @@ impl Sink for AlertsSink {
         Ok(())
     }
 
-    async fn deliver(&self, batch: &Batch, ctx: &SinkContext) -> Result<Delivery, SinkError> {
+    async fn deliver(&self, batch: Batch, ctx: &SinkContext) -> Result<Delivery, SinkError> {
+        let batch = &batch;
         self.prune_sent(ctx)?;
         let mut dead = Vec::new();
         let mut retry: Option<(String, Option<Duration>)> = None;

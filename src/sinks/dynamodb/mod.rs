@@ -364,8 +364,8 @@ impl Sink for DynamoSink {
         table::ensure(self).await
     }
 
-    async fn deliver(&self, batch: &Batch, _ctx: &SinkContext) -> Result<Delivery, SinkError> {
-        write::deliver(self, batch).await
+    async fn deliver(&self, batch: Batch, _ctx: &SinkContext) -> Result<Delivery, SinkError> {
+        write::deliver(self, &batch).await
     }
 
     async fn check_connection(&self) -> Result<String, SinkError> {

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use self::acknowledgements::{AckOutcome, Acks, Covered};
 use self::request_builder::EnvelopeConfig;
 use self::service::{build_client, ClientOptions, HecService, SendOutcome};
-use super::{Batch, BatchLimits, Delivery, Sink, SinkContext, SinkError};
+use super::{Batch, BatchLimits, BatchSpan, Delivery, Sink, SinkContext, SinkError};
 use crate::config::{parse_settings, resolve_secret, ConfigIssue, SecretRef, SinkEntry};
 use crate::internal_events::{
     HecAckFallback, HecAcksRecovered, HecBatchSplit, HecInsecureTls, InternalEvent,
@@ -433,9 +433,10 @@ impl Sink for HecSink {
         Ok(())
     }
 
-    async fn deliver(&self, batch: &Batch, ctx: &SinkContext) -> Result<Delivery, SinkError> {
+    async fn deliver(&self, batch: Batch, ctx: &SinkContext) -> Result<Delivery, SinkError> {
         let acks = self.acks(&ctx.journal);
-        let (first_seq, last_seq) = (batch.first_seq(), batch.last_seq());
+        let span = batch.span();
+        let (first_seq, last_seq) = (span.first_seq, span.last_seq);
         let mut dead: Vec<SinkDeadLetter> = self
             .dead_memo
             .lock()
@@ -451,8 +452,9 @@ impl Sink for HecSink {
         if !all.is_empty() {
             queue.push_back(all);
         }
+        let mut held = Some(batch);
         let result = self
-            .deliver_chunks(batch, &acks, &mut queue, &mut dead)
+            .deliver_chunks(&mut held, span, ctx, &acks, &mut queue, &mut dead)
             .await;
         if result.is_ok() {
             self.dead_memo
@@ -496,17 +498,28 @@ impl Sink for HecSink {
 }
 
 impl HecSink {
-    /// Sends every chunk in `queue`, splitting on 413 and poison, waits for
-    /// the acks, resends what was lost, until all is confirmed.
+    /// Sends every chunk in `queue` (positions in the batch), splitting on
+    /// 413 and poison, waits for the acks, resends what was lost, until all
+    /// is confirmed. The records are dropped while the acks are awaited
+    /// (with 32 batches in flight they would be the sink's largest memory)
+    /// and read again from the journal if a chunk must be resent.
     async fn deliver_chunks(
         &self,
-        batch: &Batch,
+        held: &mut Option<Batch>,
+        span: BatchSpan,
+        ctx: &SinkContext,
         acks: &Arc<Acks>,
         queue: &mut VecDeque<Vec<usize>>,
         dead: &mut Vec<SinkDeadLetter>,
     ) -> Result<(), SinkError> {
         loop {
             let mut waits = Vec::new();
+            if !queue.is_empty() && held.is_none() {
+                *held = Some(ctx.reread(span).await?);
+            }
+            let Some(batch) = held.as_ref() else {
+                return Ok(());
+            };
             while let Some(mut chunk) = queue.pop_front() {
                 if chunk.is_empty() {
                     continue;
@@ -595,6 +608,7 @@ impl HecSink {
             if waits.is_empty() {
                 return Ok(());
             }
+            *held = None;
             let settled = futures::future::join_all(
                 waits
                     .into_iter()

@@ -111,10 +111,13 @@ impl EnvelopeConfig {
     /// `gzip_level` is set.
     pub fn encode_body<'a>(
         &self,
-        records: impl Iterator<Item = &'a JournalRecord>,
+        records: impl Iterator<Item = &'a JournalRecord> + Clone,
         gzip_level: Option<u32>,
     ) -> std::io::Result<Vec<u8>> {
-        let mut raw = Vec::with_capacity(64 * 1024);
+        // Sized once (payloads plus the envelope's few hundred bytes each):
+        // growing a megabyte buffer by doubling leaves holes in the heap.
+        let estimate: usize = records.clone().map(|r| r.payload.len() + 320).sum();
+        let mut raw = Vec::with_capacity(estimate);
         let mut parts: HashMap<&'a str, (Vec<u8>, Vec<u8>)> = HashMap::new();
         for r in records {
             let (head, mid) = parts
