@@ -278,7 +278,7 @@ impl RcClient {
             self.creds.client_secret.expose()
         ));
         let ttl = self.opts.access_token_ttl.map(|t| t.to_string());
-        let mut attempt = 0u32;
+        let mut attempts = Attempts::new(self.opts.max_attempts, Duration::from_secs(30));
         loop {
             self.budget(Group::Auth).acquire().await;
             let mut fields: Vec<(&str, &str)> = form.to_vec();
@@ -295,19 +295,12 @@ impl RcClient {
             let resp = match resp {
                 Ok(r) => r,
                 Err(e) => {
-                    attempt += 1;
-                    if attempt >= self.opts.max_attempts || is_certificate_error(&e) {
+                    if is_certificate_error(&e) || !attempts.back_off().await {
                         return Err(RcError::Transient(format!(
                             "POST /restapi/oauth/token: {}",
                             describe(&e)
                         )));
                     }
-                    tokio::time::sleep(backoff_delay(
-                        attempt,
-                        Duration::from_millis(500),
-                        Duration::from_secs(30),
-                    ))
-                    .await;
                     continue;
                 }
             };
@@ -350,8 +343,7 @@ impl RcClient {
                 || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
             {
                 self.budget(Group::Auth).penalize(retry_after);
-                attempt += 1;
-                if attempt >= self.opts.max_attempts {
+                if !attempts.spend() {
                     return Err(RcError::Transient(format!(
                         "token endpoint rate-limited ({code})"
                     )));
@@ -359,18 +351,11 @@ impl RcClient {
                 continue;
             }
             if status.is_server_error() {
-                attempt += 1;
-                if attempt >= self.opts.max_attempts {
+                if !attempts.back_off().await {
                     return Err(RcError::Transient(format!(
                         "token endpoint answered {status}"
                     )));
                 }
-                tokio::time::sleep(backoff_delay(
-                    attempt,
-                    Duration::from_millis(500),
-                    Duration::from_secs(30),
-                ))
-                .await;
                 continue;
             }
             let reason = format!(
@@ -427,7 +412,7 @@ impl RcClient {
         stream: Option<&StreamId>,
     ) -> Result<(StatusCode, Vec<u8>), RcError> {
         let url = format!("{}{}", self.creds.server, path);
-        let mut attempt = 0u32;
+        let mut attempts = Attempts::new(self.opts.max_attempts, Duration::from_secs(60));
         let mut reauthed = false;
         loop {
             let token = self.access_token().await?;
@@ -453,19 +438,12 @@ impl RcClient {
                         }
                         .emit();
                     }
-                    attempt += 1;
-                    if attempt >= self.opts.max_attempts || is_certificate_error(&e) {
+                    if is_certificate_error(&e) || !attempts.back_off().await {
                         return Err(RcError::Transient(format!(
                             "{method} {path}: {}",
                             describe(&e)
                         )));
                     }
-                    tokio::time::sleep(backoff_delay(
-                        attempt,
-                        Duration::from_millis(500),
-                        Duration::from_secs(60),
-                    ))
-                    .await;
                     continue;
                 }
             };
@@ -485,19 +463,12 @@ impl RcClient {
                 Err(e @ BodyError::TooLarge { .. }) => {
                     return Err(RcError::Malformed(format!("{method} {path}: {e}")))
                 }
+                // A body cut off mid-way: back off as for any transport
+                // failure before asking again.
                 Err(e) => {
-                    attempt += 1;
-                    if attempt >= self.opts.max_attempts {
+                    if !attempts.back_off().await {
                         return Err(RcError::Transient(format!("{method} {path}: {e}")));
                     }
-                    // A body cut off mid-way: back off as for any
-                    // transport failure before asking again.
-                    tokio::time::sleep(backoff_delay(
-                        attempt,
-                        Duration::from_millis(500),
-                        Duration::from_secs(60),
-                    ))
-                    .await;
                     continue;
                 }
             };
@@ -525,12 +496,13 @@ impl RcClient {
                     self.budget(group).penalize(retry_after);
                 }
                 s if s.is_server_error() => {
-                    tokio::time::sleep(backoff_delay(
-                        attempt,
-                        Duration::from_millis(500),
-                        Duration::from_secs(60),
-                    ))
-                    .await;
+                    if attempts.back_off().await {
+                        continue;
+                    }
+                    return Err(RcError::Transient(format!(
+                        "{method} {path}: gave up after {} attempts, last {status} {code}",
+                        attempts.made()
+                    )));
                 }
                 _ => {
                     return Err(RcError::Rejected {
@@ -542,13 +514,57 @@ impl RcClient {
                     })
                 }
             }
-            attempt += 1;
-            if attempt >= self.opts.max_attempts {
+            // Rate-limited: the group's budget already holds the wait.
+            if !attempts.spend() {
                 return Err(RcError::Transient(format!(
-                    "{method} {path}: gave up after {attempt} attempts, last {status} {code}"
+                    "{method} {path}: gave up after {} attempts, last {status} {code}",
+                    attempts.made()
                 )));
             }
         }
+    }
+}
+
+/// The attempts of one logical request: how many failed so far, and the
+/// jittered, growing wait before the next.
+struct Attempts {
+    failed: u32,
+    max: u32,
+    cap: Duration,
+}
+
+impl Attempts {
+    fn new(max: u32, cap: Duration) -> Self {
+        Attempts {
+            failed: 0,
+            max,
+            cap,
+        }
+    }
+
+    /// Counts a failed attempt; false once none is left.
+    fn spend(&mut self) -> bool {
+        self.failed += 1;
+        self.failed < self.max
+    }
+
+    /// Counts a failed attempt and waits before the next; false (at once)
+    /// once none is left.
+    async fn back_off(&mut self) -> bool {
+        if !self.spend() {
+            return false;
+        }
+        tokio::time::sleep(backoff_delay(
+            self.failed,
+            Duration::from_millis(500),
+            self.cap,
+        ))
+        .await;
+        true
+    }
+
+    fn made(&self) -> u32 {
+        self.failed
     }
 }
 
@@ -568,6 +584,19 @@ fn is_certificate_error(e: &reqwest::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_count_to_the_limit_and_wait_between() {
+        let mut a = Attempts::new(3, Duration::from_secs(30));
+        let t0 = tokio::time::Instant::now();
+        assert!(a.back_off().await, "first failure: one more try");
+        assert!(t0.elapsed() > Duration::ZERO, "a wait before it");
+        assert!(a.spend(), "second failure: one more try");
+        let t1 = tokio::time::Instant::now();
+        assert!(!a.back_off().await, "third failure of three: give up");
+        assert_eq!(t1.elapsed(), Duration::ZERO, "no wait when giving up");
+        assert_eq!(a.made(), 3);
+    }
 
     #[test]
     fn error_code_prefers_errors_array() {
