@@ -3,6 +3,7 @@
 //! group) in windows of up to the whole retention horizon, pages of up to
 //! 1,000 records.
 
+mod lenient;
 mod normalize;
 
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+
+use lenient::RawList;
 
 use crate::clients::ringcentral::{Group, RcClient, RcCredentials, RcError, RcOptions};
 use crate::config::{parse_settings, resolve_secret, ConfigIssue, SecretRef, SourceEntry};
@@ -278,66 +281,9 @@ impl StreamSource for AuditTrailStream {
 #[derive(Deserialize)]
 struct SearchResponse<'a> {
     #[serde(borrow, default)]
-    records: RecordList<'a>,
+    records: RawList<'a>,
     #[serde(borrow, default)]
     paging: Option<&'a RawValue>,
-}
-
-/// `records` cut into one JSON text per record in the same pass that reads
-/// the response; None when it is missing or not an array.
-#[derive(Default)]
-struct RecordList<'a>(Option<Vec<&'a RawValue>>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for RecordList<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = RecordList<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an array of records")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<RecordList<'a>, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1_000));
-                while let Some(r) = seq.next_element::<&'a RawValue>()? {
-                    out.push(r);
-                }
-                Ok(RecordList(Some(out)))
-            }
-            // Anything but an array reads as missing.
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<RecordList<'a>, A::Error> {
-                while map
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(RecordList(None))
-            }
-            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<RecordList<'a>, E> {
-                Ok(RecordList(None))
-            }
-            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<RecordList<'a>, E> {
-                Ok(RecordList(None))
-            }
-            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<RecordList<'a>, E> {
-                Ok(RecordList(None))
-            }
-            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<RecordList<'a>, E> {
-                Ok(RecordList(None))
-            }
-            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<RecordList<'a>, E> {
-                Ok(RecordList(None))
-            }
-            fn visit_unit<E: serde::de::Error>(self) -> Result<RecordList<'a>, E> {
-                Ok(RecordList(None))
-            }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
-    }
 }
 
 #[derive(Deserialize, Default)]

@@ -5,174 +5,13 @@
 //! treated as absent, as the API's optional fields are; only a missing
 //! `id` or an unreadable `eventTime` rejects the record.
 
-use std::borrow::Cow;
-use std::fmt;
-use std::marker::PhantomData;
-
 use chrono::{DateTime, Utc};
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::lenient::{Obj, ObjList, Text};
+
 use crate::model::{event_key, Actor, AuditEvent, Change, EventKind, RawRecord, Target};
-
-/// A scalar field: a non-empty string, or a number as its JSON text.
-/// Anything else (null, bool, object, array) reads as absent.
-#[derive(Default)]
-struct Text<'a>(Option<Cow<'a, str>>);
-
-impl<'a> Text<'a> {
-    fn owned(&self) -> Option<String> {
-        self.0.as_deref().map(str::to_string)
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Text<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'a>, E> {
-                Ok(Text((!v.is_empty()).then_some(Cow::Borrowed(v))))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'a>, E> {
-                Ok(Text((!v.is_empty()).then(|| Cow::Owned(v.to_string()))))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'a>, E> {
-                Ok(Text((!v.is_empty()).then_some(Cow::Owned(v))))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text<'a>, E> {
-                Ok(Text(Some(Cow::Owned(v.to_string()))))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text<'a>, E> {
-                Ok(Text(Some(Cow::Owned(v.to_string()))))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text<'a>, E> {
-                // The number's JSON spelling, as serde_json writes it.
-                Ok(Text(
-                    serde_json::Number::from_f64(v).map(|n| Cow::Owned(n.to_string())),
-                ))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Text<'a>, E> {
-                Ok(Text(None))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Text<'a>, E> {
-                Ok(Text(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text<'a>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Text(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text<'a>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Text(None))
-            }
-        }
-        d.deserialize_any(V(PhantomData))
-    }
-}
-
-/// An object field read as `T`; any other JSON type reads as absent.
-struct Obj<T>(Option<T>);
-
-impl<T> Default for Obj<T> {
-    fn default() -> Self {
-        Obj(None)
-    }
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = Obj<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
-                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| Obj(Some(t)))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Obj<T>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Obj(None))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Obj<T>, E> {
-                Ok(Obj(None))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Obj<T>, E> {
-                Ok(Obj(None))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Obj<T>, E> {
-                Ok(Obj(None))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Obj<T>, E> {
-                Ok(Obj(None))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Obj<T>, E> {
-                Ok(Obj(None))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Obj<T>, E> {
-                Ok(Obj(None))
-            }
-        }
-        d.deserialize_any(V(PhantomData))
-    }
-}
-
-/// An array of objects read as `T`; elements that are not objects, and a
-/// field that is not an array, are skipped.
-struct ObjList<T>(Vec<T>);
-
-impl<T> Default for ObjList<T> {
-    fn default() -> Self {
-        ObjList(Vec::new())
-    }
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjList<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = ObjList<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ObjList<T>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(Obj(item)) = seq.next_element::<Obj<T>>()? {
-                    out.extend(item);
-                }
-                Ok(ObjList(out))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ObjList<T>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(ObjList(Vec::new()))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<ObjList<T>, E> {
-                Ok(ObjList::default())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ObjList<T>, E> {
-                Ok(ObjList::default())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<ObjList<T>, E> {
-                Ok(ObjList::default())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ObjList<T>, E> {
-                Ok(ObjList::default())
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<ObjList<T>, E> {
-                Ok(ObjList::default())
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<ObjList<T>, E> {
-                Ok(ObjList::default())
-            }
-        }
-        d.deserialize_any(V(PhantomData))
-    }
-}
 
 #[derive(Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
@@ -419,6 +258,29 @@ mod tests {
                 field: "Department".into(),
                 old: Some("Biology".into()),
                 new: Some("Mathematics".into())
+            }]
+        );
+    }
+
+    #[test]
+    fn numbers_read_as_text_and_fields_of_the_wrong_type_as_absent() {
+        let r = serde_json::json!({"id": 42, "eventTime": "2025-04-24T14:12:00Z",
+            "actionId": ["not", "text"], "clientIp": {"v4": "1.2.3.4"},
+            "initiator": "someone", "target": {"objectId": 7, "name": null},
+            "details": {"parameters": [1, {"key": "oldCount", "value": 3}, {"key": "newCount", "value": {"n": 4}}]}});
+        let e = normalize(&raw(&r), "t").expect("ok");
+        assert_eq!(e.key, "ringcentral:t:42");
+        assert_eq!(e.action, "UNKNOWN");
+        assert_eq!(e.client_ip, None);
+        assert_eq!(e.actor, Actor::default());
+        assert_eq!(e.target.id.as_deref(), Some("7"));
+        assert_eq!(e.target.name, None);
+        assert_eq!(
+            e.changes,
+            vec![Change {
+                field: "Count".into(),
+                old: Some("3".into()),
+                new: Some(r#"{"n":4}"#.into())
             }]
         );
     }
