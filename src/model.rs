@@ -262,6 +262,20 @@ mod tests {
     }
 
     #[test]
+    fn raw_record_keeps_text_and_puts_a_multiline_record_on_one_line() {
+        let compact = RawRecord::from_raw(
+            RawValue::from_string(r#"{"b": 1, "a": "x y"}"#.into()).expect("json"),
+        );
+        assert_eq!(compact.get(), r#"{"b": 1, "a": "x y"}"#, "kept as sent");
+        let pretty = RawRecord::from_raw(
+            RawValue::from_string("{\n  \"id\": \"1\",\r\n  \"t\": \"a\\nb\"\n}".into())
+                .expect("json"),
+        );
+        assert!(!pretty.get().contains('\n') && !pretty.get().contains('\r'));
+        assert_eq!(pretty, serde_json::json!({"id": "1", "t": "a\nb"}));
+    }
+
+    #[test]
     fn content_id_is_unambiguous() {
         assert_ne!(content_id(&["ab", "c"]), content_id(&["a", "bc"]));
         assert_eq!(content_id(&["x", "y"]), content_id(&["x", "y"]));

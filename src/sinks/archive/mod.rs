@@ -321,4 +321,66 @@ mod tests {
         );
         assert_eq!(p, PathBuf::from("/a/ringcentral/acme/2024/06/01.ndjson.gz"));
     }
+
+    /// A batch mixing tenants and days, interleaved: every line lands in
+    /// the file of its own tenant and day, in batch order.
+    #[tokio::test]
+    async fn interleaved_batch_lines_go_to_their_own_files() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().expect("tmp");
+        let journal = crate::journal::Journal::open(&dir.path().join("j.db"), None).expect("j");
+        let ctx = SinkContext {
+            journal,
+            sink: "archive".into(),
+        };
+        let day = 86_400_000i64;
+        let t0 = 1_717_200_000_000i64;
+        let plan = [
+            ("ringcentral/a/audit-trail", t0),
+            ("ringcentral/b/audit-trail", t0),
+            ("ringcentral/a/audit-trail", t0 + day),
+            ("ringcentral/a/audit-trail", t0),
+            ("ringcentral/b/audit-trail", t0),
+            ("ringcentral/a/audit-trail", t0 + day),
+        ];
+        let records: Vec<crate::journal::JournalRecord> = plan
+            .iter()
+            .enumerate()
+            .map(|(i, (stream, t))| crate::journal::JournalRecord {
+                seq: i as u64 + 1,
+                key: format!("k{i}"),
+                stream: stream.to_string(),
+                time_ms: *t,
+                ingested_ms: 0,
+                payload: format!("{{\"key\":\"k{i}\"}}"),
+                action: None,
+            })
+            .collect();
+        let sink = ArchiveSink::new("archive", dir.path().join("arch"), 100, 4);
+        sink.deliver(Batch { records }, &ctx)
+            .await
+            .expect("deliver");
+        let read = |stream: &str, t: i64| {
+            let mut text = String::new();
+            flate2::read::MultiGzDecoder::new(
+                std::fs::File::open(ArchiveSink::file_for(&dir.path().join("arch"), stream, t))
+                    .expect("file"),
+            )
+            .read_to_string(&mut text)
+            .expect("gunzip");
+            text
+        };
+        assert_eq!(
+            read("ringcentral/a/audit-trail", t0),
+            "{\"key\":\"k0\"}\n{\"key\":\"k3\"}\n"
+        );
+        assert_eq!(
+            read("ringcentral/a/audit-trail", t0 + day),
+            "{\"key\":\"k2\"}\n{\"key\":\"k5\"}\n"
+        );
+        assert_eq!(
+            read("ringcentral/b/audit-trail", t0),
+            "{\"key\":\"k1\"}\n{\"key\":\"k4\"}\n"
+        );
+    }
 }
